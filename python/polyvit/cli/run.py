@@ -1,0 +1,260 @@
+"""vit-run: classify images with a ViT on one backend, or compare every available backend."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .. import __version__, backends, parity
+from ..config import PRESETS, ViTConfig
+from ..errors import BackendError, ImageError
+from ..labels import class_names, sample_image_path
+from ..model import Model, resolve_weights
+from ..preprocessing import preprocess
+from .common import positive_int, run_main
+
+UNTRAINED_NOTE = (
+    "note: these are polyvit's built-in untrained weights (seeded random), so the predictions "
+    "below mean nothing. Run a real checkpoint with --weights PATH: a timm .pth/.safetensors "
+    "(e.g. vit_small_patch32_224.augreg_in21k_ft_in1k), a JAX AugReg .npz, an HF "
+    "ViTForImageClassification folder or a miguelmartin75/vit checkpoint; see weights/README.md.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vit-run",
+        description="Classify images with a Vision Transformer on one of polyvit's backends, "
+                    "or run every available backend and compare them with the reference.")
+    p.add_argument("images", nargs="*", help="image files (default: a bundled sample image)")
+    p.add_argument("--backend", default="torch",
+                   help="backend name, or 'all' to compare every available backend (default torch)")
+    p.add_argument("--weights", help="checkpoint in any supported layout (default: built-in "
+                                     "untrained seeded weights)")
+    p.add_argument("--config", default=None, choices=sorted(PRESETS),
+                   help="preset for the built-in weights when --weights is not given "
+                        "(default vit_small_patch32_224)")
+    p.add_argument("--precision", default="fp32", help="fp32 (default), or one the backend offers")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes to print per image")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward call")
+    p.add_argument("--num-heads", type=positive_int,
+                   help="head count, for checkpoints that do not record it")
+    p.add_argument("--threads", type=positive_int, help="threads for the backend")
+    p.add_argument("--five-crop", action="store_true",
+                   help="average the softmax over five crops (the seed checkpoint's evaluation)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    return p
+
+
+def _batches(paths: list[str], cfg: ViTConfig, batch_size: int, crops: str,
+             errors: list[str]) -> Iterator[tuple[list[str], np.ndarray]]:
+    names: list[str] = []
+    arrays: list[np.ndarray] = []
+    for path in paths:
+        try:
+            arrays.append(preprocess(path, cfg, crops=crops))
+            names.append(path)
+        except ImageError as exc:
+            errors.append(str(exc))
+        if len(names) == batch_size:
+            yield names, _stack(arrays)
+            names, arrays = [], []
+    if names:
+        yield names, _stack(arrays)
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    x = np.stack(arrays)
+    return x.reshape(-1, *x.shape[-3:])  # five-crop: (n, 5, 3, H, W) -> (n * 5, 3, H, W)
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False,
+                disable=total <= 8 or not sys.stderr.isatty())
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def probabilities(logits: np.ndarray, crops: int) -> np.ndarray:
+    """(n * crops, classes) logits -> (n, classes) probabilities, softmax averaged over crops."""
+    return softmax(logits).reshape(-1, crops, logits.shape[-1]).mean(axis=1)
+
+
+def topk_entries(probs: np.ndarray, k: int, names: tuple[str, ...]) -> list[dict]:
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [{"index": int(i), "label": names[i], "probability": float(probs[i])} for i in order]
+
+
+def _print_predictions(results: list[dict]) -> None:
+    for r in results:
+        print(Path(r["image"]).name)
+        for rank, e in enumerate(r["topk"], 1):
+            index = f"  (class {e['index']})" if e["label"] != f"class {e['index']}" else ""
+            print(f"  {rank:2d}. {100 * e['probability']:6.2f}%  {e['label']}{index}")
+
+
+def _describe_weights(source: str, cfg: ViTConfig) -> str:
+    return f"{source}, {cfg.name}"
+
+
+# ---- one backend -------------------------------------------------------------------------------
+
+def run_one(args: argparse.Namespace, paths: list[str], crops: str) -> int:
+    options = {"threads": args.threads} if args.threads else {}
+    cfg, tensors, source = resolve_weights(args.weights, _config_arg(args), args.num_heads)
+    model = Model(backends.require(args.backend)(cfg, tensors, args.precision, **options), source)
+    _note_untrained(args)
+    names = class_names(cfg.num_classes)
+    n_crops = 5 if crops == "five" else 1
+    results, errors, seconds, count = [], [], 0.0, 0
+    with _progress(len(paths), model.backend) as bar:
+        for batch_names, x in _batches(paths, cfg, args.batch_size, crops, errors):
+            start = time.perf_counter()
+            logits = model(x)
+            seconds += time.perf_counter() - start
+            count += len(batch_names)
+            probs = probabilities(logits, n_crops)
+            batch = [{"image": n, "topk": topk_entries(p, args.topk, names)}
+                     for n, p in zip(batch_names, probs)]
+            results += batch
+            if not args.json:
+                _print_predictions(batch)
+            bar.update(len(batch_names))
+    ms = 1000 * seconds / count if count else None
+    if args.json:
+        print(json.dumps({
+            "polyvit": __version__, "backend": model.backend, "precision": model.precision,
+            "weights": source, "config": cfg.name, "crops": crops,
+            "ms_per_image": ms, "images": count, "results": results, "errors": errors}, indent=2))
+    else:
+        if ms is not None:
+            print(f"backend {model.backend} | precision {model.precision} | weights "
+                  f"{_describe_weights(source, cfg)} | {ms:.1f} ms/image over {count} image(s), "
+                  f"batch size {args.batch_size}{', five crops' if n_crops == 5 else ''}")
+    for e in errors:
+        print(f"vit-run: error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+# ---- every backend -----------------------------------------------------------------------------
+
+def run_all(args: argparse.Namespace, paths: list[str], crops: str) -> int:
+    ok, reason = backends.available_backends().get("torch", (False, "not registered"))
+    if not ok:
+        raise BackendError(f"--backend all compares against the torch reference, which is not "
+                           f"available: {reason}")
+    cfg, tensors, source = resolve_weights(args.weights, _config_arg(args), args.num_heads)
+    _note_untrained(args)
+    errors: list[str] = []
+    inputs = list(_batches(paths, cfg, args.batch_size, crops, errors))
+    if not inputs:
+        for e in errors:
+            print(f"vit-run: error: {e}", file=sys.stderr)
+        return 1
+    image_names = [n for names, _ in inputs for n in names]
+    x_all = [x for _, x in inputs]
+    torch_cls = backends.require("torch")
+    ref64, ref32 = torch_cls(cfg, tensors, "fp64"), torch_cls(cfg, tensors, "fp32")
+    oracle = np.concatenate([ref64.logits(x) for x in x_all])
+    torch32 = np.concatenate([ref32.forward(x) for x in x_all])
+    tol = parity.tolerance(torch32, oracle)
+
+    rows = []
+    available = {n: ok for n, (ok, _) in backends.available_backends().items()}
+    for name in backends.names():
+        if not available[name]:
+            continue
+        cls = backends.backend_class(name)
+        if args.precision not in cls.precisions:
+            rows.append({"backend": name, "precision": args.precision,
+                         "skipped": f"no {args.precision}"})
+            continue
+        options = {"threads": args.threads} if args.threads and "threads" in cls.options else {}
+        model = Model(cls(cfg, tensors, args.precision, **options), source)
+        model(x_all[0])  # warm-up: first calls may build caches or kernels
+        seconds, outs = 0.0, []
+        with _progress(len(image_names), name) as bar:
+            for x, (names, _) in zip(x_all, inputs):
+                start = time.perf_counter()
+                outs.append(model(x))
+                seconds += time.perf_counter() - start
+                bar.update(len(names))
+        result = parity.compare(np.concatenate(outs), oracle, tol)
+        rows.append({
+            "backend": name, "precision": args.precision,
+            "max_abs_error": result.max_abs_error, "tolerance": tol,
+            "top1_agreement": result.top1_agreement,
+            "parity": ("pass" if result.passed else "fail") if args.precision == "fp32" else "n/a",
+            "ms_per_image": 1000 * seconds / len(image_names)})
+
+    n_crops = 5 if crops == "five" else 1
+    names = class_names(cfg.num_classes)
+    results = [{"image": n, "topk": topk_entries(p, args.topk, names)}
+               for n, p in zip(image_names, probabilities(oracle, n_crops))]
+    if args.json:
+        print(json.dumps({"polyvit": __version__, "weights": source, "config": cfg.name,
+                          "reference": "torch fp64", "crops": crops, "backends": rows,
+                          "results": results, "errors": errors}, indent=2))
+    else:
+        print(f"predictions of the float64 reference ({_describe_weights(source, cfg)}):")
+        _print_predictions(results)
+        print()
+        _print_table(rows, len(image_names), n_crops)
+    for e in errors:
+        print(f"vit-run: error: {e}", file=sys.stderr)
+    failed = any(r.get("parity") == "fail" for r in rows)
+    return 1 if errors or failed else 0
+
+
+def _print_table(rows: list[dict], images: int, crops: int) -> None:
+    print(f"{'backend':<8} {'precision':<9} {'max|dlogit|':>12} {'bound':>10} {'top-1':>7} "
+          f"{'parity':>6} {'ms/image':>9}")
+    for r in rows:
+        if "skipped" in r:
+            print(f"{r['backend']:<8} {r['precision']:<9} skipped: {r['skipped']}")
+            continue
+        print(f"{r['backend']:<8} {r['precision']:<9} {r['max_abs_error']:12.3g} "
+              f"{r['tolerance']:10.3g} {100 * r['top1_agreement']:6.1f}% {r['parity']:>6} "
+              f"{r['ms_per_image']:9.2f}")
+    print(f"(against the torch float64 reference on {images} image(s) x {crops} crop(s); "
+          "times after one warm-up call)")
+
+
+def _note_untrained(args: argparse.Namespace) -> None:
+    if args.weights is None:
+        print(UNTRAINED_NOTE, file=sys.stderr)
+
+
+def _config_arg(args: argparse.Namespace) -> str | None:
+    if args.config and args.weights:
+        raise ValueError("--config chooses the built-in weights' model; a checkpoint given "
+                         "with --weights carries its own")
+    return args.config
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    paths = args.images or [sample_image_path()]
+    crops = "five" if args.five_crop else "center"
+    if args.backend == "all":
+        return run_all(args, paths, crops)
+    return run_one(args, paths, crops)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("vit-run", _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""polyvit.load and the Model it returns."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import backends
+from .backends.base import Backend, check_images
+from .config import DEFAULT_CONFIG, ViTConfig, get_config
+from .errors import BackendError, ConfigError, WeightsError
+from .weights import as_float32, random_weights, validate
+
+DEFAULT_SEED = 0
+
+
+class Model:
+    """A ViT on one backend: model(images) -> logits.
+
+    images: float32 (B, C, H, W), already preprocessed (polyvit.preprocess).
+    Returns float32 (B, num_classes) logits. Safe to call from several threads.
+    """
+
+    def __init__(self, impl: Backend, weights_source: str) -> None:
+        self.impl = impl
+        self.weights_source = weights_source
+
+    @property
+    def config(self) -> ViTConfig:
+        return self.impl.config
+
+    @property
+    def backend(self) -> str:
+        return self.impl.name
+
+    @property
+    def precision(self) -> str:
+        return self.impl.precision
+
+    def __call__(self, images: Any) -> np.ndarray:
+        return self.impl.forward(check_images(images, self.config))
+
+    def __repr__(self) -> str:
+        return (f"Model(config={self.config.name!r}, backend={self.backend!r}, "
+                f"precision={self.precision!r}, weights={self.weights_source!r})")
+
+
+def load(weights: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
+         backend: str = "torch", precision: str = "fp32", *,
+         config: str | ViTConfig | None = None, num_heads: int | None = None,
+         **options: Any) -> Model:
+    """Load a ViT onto a backend.
+
+    weights:   a checkpoint path in any supported layout (see polyvit.convert), a mapping of
+               tensors in the shared format's key names (needs config=), or None for the
+               built-in untrained seeded weights of `config` (default vit_small_patch32_224).
+    backend:   a name from polyvit.available_backends().
+    precision: one of the backend's precisions; "fp32" everywhere.
+    num_heads: overrides the head count of checkpoints that do not record it.
+    options:   passed to the backend (e.g. threads=2).
+    """
+    cls = backends.require(backend)  # fail before reading a large checkpoint
+    if precision not in cls.precisions:
+        raise BackendError(f"backend {backend!r} does not offer precision {precision!r}; "
+                           f"it offers: {', '.join(cls.precisions)}")
+    cfg, tensors, source = resolve_weights(weights, config, num_heads)
+    return Model(cls(cfg, tensors, precision, **options), source)
+
+
+def resolve_weights(weights: Any, config: str | ViTConfig | None = None,
+                    num_heads: int | None = None) -> tuple[ViTConfig, dict[str, np.ndarray], str]:
+    """(config, float32 tensors, description of where they came from) for load()'s arguments."""
+    if weights is None:
+        cfg = _config(config or DEFAULT_CONFIG)
+        if num_heads is not None:
+            cfg = cfg.replace(num_heads=num_heads)
+        return cfg, random_weights(cfg, DEFAULT_SEED), f"built-in untrained (seed {DEFAULT_SEED})"
+    if isinstance(weights, Mapping):
+        if config is None:
+            raise ConfigError("in-memory weights need config= (a preset name or a ViTConfig)")
+        cfg = _config(config)
+        if num_heads is not None:
+            cfg = cfg.replace(num_heads=num_heads)
+        tensors = as_float32(weights)
+        validate(cfg, tensors, source="weights")
+        return cfg, tensors, "in-memory"
+    if config is not None:
+        raise ConfigError("a checkpoint carries its own config; to override the head count "
+                          "of a checkpoint that does not record it, pass num_heads=")
+    if not isinstance(weights, (str, os.PathLike)):
+        raise WeightsError(f"weights must be a path, a mapping of arrays or None, "
+                           f"got {type(weights).__name__}")
+    from .convert import import_checkpoint
+
+    cfg, tensors, layout = import_checkpoint(weights, num_heads=num_heads)
+    return cfg, tensors, f"{os.fspath(weights)} ({layout})"
+
+
+def _config(config: str | ViTConfig) -> ViTConfig:
+    return config if isinstance(config, ViTConfig) else get_config(config)

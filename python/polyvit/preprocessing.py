@@ -1,0 +1,141 @@
+"""Images to model input: decode safely, convert to RGB, resize and crop by the checkpoint's rule.
+
+preprocess(image, config) -> (3, H, W) float32, or (5, 3, H, W) with crops="five".
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .config import Preprocessing, ViTConfig
+from .errors import ImageError
+
+# Decoding an image larger than this is refused: a small file can claim billions of pixels.
+MAX_PIXELS = 100_000_000
+FIVE_CROP_SCALE = 1.5  # five-crop resizes the shorter side to 1.5x the crop (224 -> 336)
+RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+            "nearest": Image.Resampling.NEAREST}
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def load_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode a path, bytes, numpy HxW(xC) uint8 array or PIL image into an RGB PIL image."""
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    if isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim not in (2, 3):
+            raise ImageError(f"an image array must be uint8 HxW or HxWxC, got {source.dtype} "
+                             f"{source.shape}; float arrays are model input: call the model")
+        return to_rgb(Image.fromarray(source))
+    if isinstance(source, (bytes, bytearray)):
+        name, stream = "<bytes>", io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        if not Path(name).is_file():
+            raise ImageError(f"{name}: no such file")
+        stream = name
+    else:
+        raise ImageError(f"cannot read an image from a {type(source).__name__}; "
+                         "pass a path, bytes, a uint8 array or a PIL image")
+    return to_rgb(_decode(stream, name, max_pixels))
+
+
+def _decode(stream: Any, name: str, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            # PIL warns past its own limit and raises past twice that; refuse both here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"{name}: {width}x{height} = {width * height:,} pixels, over the "
+                                 f"limit of {max_pixels:,}; refusing to decode a possible "
+                                 "decompression bomb (raise max_pixels if you trust the file)")
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file PIL can decode "
+                         "(JPEG, PNG, WebP, BMP, TIFF, GIF ...)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: refused as a possible decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{name}: the image is truncated or corrupt ({exc})") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB: grayscale, alpha (dropped, as timm and torchvision do),
+    palette, CMYK, and 16-bit or float grayscale (scaled to 8 bits, not clipped)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in SIXTEEN_BIT_MODES:
+        a = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "F":  # float grayscale: taken as [0, 1] when it fits, else [0, 255]
+        a = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if np.nanmax(a, initial=0.0) <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.nan_to_num(a) * scale, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode == "P":  # via RGBA, so palette transparency is honoured like other alpha
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def _resize_shorter(image: Image.Image, short: int, resample: Image.Resampling) -> Image.Image:
+    """Scale so the shorter side is `short`, keeping aspect (torchvision Resize(int))."""
+    w, h = image.size
+    if w <= h:
+        size = (short, max(1, int(short * h / w)))
+    else:
+        size = (max(1, int(short * w / h)), short)
+    return image.resize(size, resample) if size != (w, h) else image
+
+
+def _crop(image: Image.Image, left: int, top: int, size: int) -> Image.Image:
+    return image.crop((left, top, left + size, top + size))
+
+
+def _center(image: Image.Image, size: int) -> Image.Image:
+    w, h = image.size
+    return _crop(image, int(round((w - size) / 2.0)), int(round((h - size) / 2.0)), size)
+
+
+def _normalize(image: Image.Image, rule: Preprocessing) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, H, W) float32, (x / 255 - mean) / std."""
+    x = np.asarray(image, dtype=np.float32) / 255.0
+    x = (x - np.asarray(rule.mean, np.float32)) / np.asarray(rule.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess(image: Any, config: ViTConfig, crops: str = "center",
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image (path, bytes, uint8 array or PIL image) -> model input for `config`.
+
+    crops="center": (3, H, W) by the checkpoint's rule (config.preprocessing).
+    crops="five":   (5, 3, H, W): shorter side resized to 1.5 x H, then the four corner crops
+                    and the center crop (the seed checkpoint's evaluation; average the softmax).
+    """
+    if crops not in ("center", "five"):
+        raise ValueError(f"crops must be 'center' or 'five', got {crops!r}")
+    rule = config.preprocessing
+    size = config.image_size
+    rgb = load_image(image, max_pixels=max_pixels)
+    resample = RESAMPLE[rule.interpolation]
+    if crops == "five":
+        big = _resize_shorter(rgb, int(FIVE_CROP_SCALE * size), resample)
+        w, h = big.size
+        corners = [(0, 0), (w - size, 0), (0, h - size), (w - size, h - size)]
+        views = [_crop(big, x, y, size) for x, y in corners] + [_center(big, size)]
+        return np.stack([_normalize(v, rule) for v in views])
+    if rule.resize == "squash":
+        view = rgb.resize((size, size), resample)
+    else:
+        view = _center(_resize_shorter(rgb, int(size / rule.crop_pct), resample), size)
+    return _normalize(view, rule)
