@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-heads", type=positive_int,
                    help="head count, for checkpoints that do not record it")
     p.add_argument("--threads", type=positive_int, help="threads for the backend")
+    p.add_argument("--device", help="SYCL device filter string for the sycl backend, e.g. "
+                                    "opencl:cpu or level_zero:gpu (default opencl:cpu)")
     p.add_argument("--five-crop", action="store_true",
                    help="average the softmax over five crops (the seed checkpoint's evaluation)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
@@ -112,8 +114,14 @@ def _describe_weights(source: str, cfg: ViTConfig) -> str:
 
 def run_one(args: argparse.Namespace, paths: list[str], crops: str) -> int:
     options = {"threads": args.threads} if args.threads else {}
+    cls = backends.require(args.backend)
+    if args.device:
+        if "device" not in cls.options:
+            raise BackendError(f"--device chooses the SYCL device of the sycl backend; backend "
+                               f"{args.backend!r} takes no device")
+        options["device"] = args.device
     cfg, tensors, source = resolve_weights(args.weights, _config_arg(args), args.num_heads)
-    model = Model(backends.require(args.backend)(cfg, tensors, args.precision, **options), source)
+    model = Model(cls(cfg, tensors, args.precision, **options), source)
     _note_untrained(args)
     names = class_names(cfg.num_classes)
     n_crops = 5 if crops == "five" else 1
@@ -181,6 +189,8 @@ def run_all(args: argparse.Namespace, paths: list[str], crops: str) -> int:
                          "skipped": f"no {args.precision}"})
             continue
         options = {"threads": args.threads} if args.threads and "threads" in cls.options else {}
+        if args.device and "device" in cls.options:
+            options["device"] = args.device
         model = Model(cls(cfg, tensors, args.precision, **options), source)
         model(x_all[0])  # warm-up: first calls may build caches or kernels
         seconds, outs = 0.0, []
