@@ -4,7 +4,6 @@ one line and a non-zero exit, and the sweep's interleaving and bookkeeping are r
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,21 +17,16 @@ from polyvit.cli import bench as bench_cli
 from polyvit.config import get_config
 from polyvit.weights import random_weights
 
+from scripts import assert_one_line_error, run
+
 CFG = get_config("vit_test")
-
-
-def vit_bench() -> str:
-    found = shutil.which("vit-bench", path=str(Path(sys.executable).parent))
-    assert found, "the vit-bench console script is not installed"
-    return found
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """One `vit-bench --quick` on ViT-S/32, as CI and the README run it."""
     out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run([vit_bench(), "--quick", "--out", str(out)], capture_output=True,
-                          text=True, timeout=1200)
+    done = run("vit-bench", "--quick", "--out", str(out), timeout=1200)
     return done, out
 
 
@@ -88,12 +82,7 @@ def test_quick_run_measures_installed_peers_with_ratios(quick_run):
     (["--backends", "torch", "--precisions", "int3"], "no selected backend offers precision int3"),
 ])
 def test_bad_options_give_one_line_and_a_non_zero_exit(argv, message, tmp_path):
-    done = subprocess.run([vit_bench(), *argv, "--out", str(tmp_path)], capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode != 0
-    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("vit-bench: error:")]
-    assert len(errors) == 1 and message in errors[0], done.stderr
-    assert "Traceback" not in done.stderr
+    assert_one_line_error("vit-bench", [*argv, "--out", str(tmp_path)], message)
 
 
 def test_bad_batch_size_is_a_usage_error(capsys):

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +13,8 @@ from polyvit.cli import convert as convert_cli
 from polyvit.cli import run as run_cli
 from polyvit.config import get_config
 from polyvit.weights import random_weights, save
+
+from scripts import assert_one_line_error, run
 
 CFG = get_config("vit_test")
 
@@ -40,15 +38,9 @@ def tiny_weights(tmp_path_factory):
     return str(path)
 
 
-def script(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent))
-    assert found, f"console script {name} is not installed next to {sys.executable}"
-    return found
-
-
 def test_vit_run_default_runs_the_built_in_model_on_the_sample_image():
     """The README's main job: no arguments at all."""
-    done = subprocess.run([script("vit-run")], capture_output=True, text=True, timeout=300)
+    done = run("vit-run")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "sample.jpg"
@@ -124,11 +116,7 @@ def test_vit_run_reports_a_bad_image_and_still_classifies_the_rest(capsys, image
     (["/nonexistent.png", "--config", "vit_test"], "no such file"),
 ])
 def test_vit_run_errors_are_one_line_without_traceback(argv, message):
-    done = subprocess.run([script("vit-run"), *argv], capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0
-    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("vit-run: error:")]
-    assert len(errors) == 1 and message in errors[0], done.stderr
-    assert "Traceback" not in done.stderr
+    assert_one_line_error("vit-run", argv, message)
 
 
 def test_vit_run_rejects_bad_options(capsys):
@@ -154,8 +142,7 @@ def test_vit_convert_round_trip(tmp_path, capsys):
 def test_vit_convert_error_is_one_line(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"\x80\x02garbage")
-    done = subprocess.run([script("vit-convert"), str(bad), str(tmp_path / "o.safetensors")],
-                          capture_output=True, text=True, timeout=300)
+    done = run("vit-convert", str(bad), str(tmp_path / "o.safetensors"))
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("vit-convert: error:")
     assert not (tmp_path / "o.safetensors").exists()
