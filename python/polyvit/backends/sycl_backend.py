@@ -19,7 +19,6 @@ import importlib.metadata
 import importlib.util
 import os
 import threading
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -175,6 +174,9 @@ def device_state(device: str | None = None) -> _DeviceState:
             raise BackendError(f"no SYCL device matches {device!r}; devices here: "
                                f"{_device_list(dpctl)}. Pass device= one of these filter "
                                "strings (backend:type:index, e.g. 'opencl:cpu:0')") from None
+    if not _bridge().can_build_sycl(dev):
+        raise BackendError(f"the SYCL device {dev.filter_string} ({dev.name}) cannot compile "
+                           "SYCL source at run time; pick another with device=")
     key = dev.filter_string
     with _states_lock:
         if key not in _states:
@@ -420,24 +422,18 @@ class SyclBackend(Backend):
 
 # ---- availability ------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=1)
 def _availability() -> tuple[bool, str]:
-    """Checked once per process: the packages, the bridge, a device that builds SYCL source."""
+    """The packages, the bridge and an OpenCL runtime to find, checked without importing dpctl
+    (availability must stay cheap); a device that still fails to appear is a clear error at
+    load (see _why_no_device)."""
     if importlib.util.find_spec("dpctl") is None:
         return False, f"the sycl extra is not installed (dpctl is missing): {INSTALL}"
     if importlib.util.find_spec("polyvit._sycl") is None:
         return False, ("the SYCL bridge polyvit._sycl was not built: dpctl and intel-sycl-rt "
                        f"were not installed when polyvit was: {INSTALL}")
-    try:
-        dpctl = _dpctl()
-        bridge = _bridge()
-    except Exception as exc:  # a broken install: say what failed, do not crash the listing
-        return False, f"dpctl or the SYCL bridge failed to load ({type(exc).__name__}: {exc})"
-    try:
-        device = _default_device(dpctl)
-    except BackendError as exc:
-        return False, str(exc)
-    if not bridge.can_build_sycl(device):
-        return False, (f"the SYCL device {device.filter_string} ({device.name}) cannot compile "
-                       "SYCL source at run time")
+    icd = os.environ.get("OCL_ICD_FILENAMES")
+    if icd is not None and not any(os.path.exists(p) for p in icd.split(":") if p):
+        return False, _why_no_device()
+    if icd is None and _opencl_cpu_library() is None and "ONEAPI_DEVICE_SELECTOR" not in os.environ:
+        return False, _why_no_device()
     return True, ""
