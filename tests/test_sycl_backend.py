@@ -143,6 +143,17 @@ def test_the_native_bridge_checks_its_boundary(sb):
         _sycl.Program(st.queue, "this is not C++", {}, ["k"], [])
 
 
+# ---- kernel paths the shared op tests do not reach -------------------------------------------------
+
+@pytest.mark.parametrize("b,t,d,h", [(2, 7, 48, 2), (1, 50, 80, 1), (2, 17, 96, 3)],
+                         ids=lambda v: str(v))
+def test_attention_of_head_dims_without_a_vector_kernel(sb, b, t, d, h):
+    """Head dims 24, 80, 32: the scalar kernel (24, 80) and the 32-wide vector one."""
+    from test_ops import check, rand
+
+    check("sycl", "attention", rand(np.random.default_rng(t), b, t, 3 * d, scale=2.0), h)
+
+
 # ---- behaviour -------------------------------------------------------------------------------------
 
 def test_concurrent_calls_agree(model):

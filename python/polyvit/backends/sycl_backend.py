@@ -33,14 +33,16 @@ INSTALL = ('pip install dpctl==0.22.1 intel-sycl-rt==2026.2.0 intel-opencl-rt==2
            'docs/backends/sycl.md')
 DEFAULT_DEVICE = "opencl:cpu"
 
-# The GEMM's packed-weight panels; must match LANES, COLS and ROWS in sycl/kernels/linear.cpp.
-LANES = 16
+LANES = 16  # work-items per group of the row kernels (LayerNorm, patches, GELU)
+# The GEMM's packed-weight panel width and rows per work-item: PANEL and ROWS of
+# sycl/kernels/linear.cpp.
 PANEL = 64
-ROWS = 6
+ROWS = 4
 
 KERNELS = ("linear_bias", "linear_bias_gelu_erf", "linear_bias_gelu_tanh", "linear_bias_residual",
-           "bias_gelu_erf", "bias_gelu_tanh", "layernorm", "attention", "patch_im2col",
-           "embed_tokens", "class_token_norm")
+           "bias_gelu_erf", "bias_gelu_tanh", "layernorm", "attention", "attention_vec16",
+           "attention_vec32", "attention_vec64", "patch_im2col", "embed_tokens",
+           "class_token_norm")
 LINEAR_KERNELS = {"none": "linear_bias", "gelu_erf": "linear_bias_gelu_erf",
                   "gelu_tanh": "linear_bias_gelu_tanh", "residual": "linear_bias_residual"}
 
@@ -121,7 +123,11 @@ class _DeviceState:
         self.device = device
         self.queue = dpctl.SyclQueue(device, property="in_order")
         headers, source = _kernel_sources()
-        self.program = bridge.Program(self.queue, source, headers, list(KERNELS), [])
+        # the smallest sub-group from 8 up that the device offers (see common.hpp)
+        sizes = sorted(device.sub_group_sizes)
+        sub_group = next((s for s in sizes if s >= 8), sizes[-1])
+        self.program = bridge.Program(self.queue, source, headers, list(KERNELS),
+                                      [f"-DPOLYVIT_SUB_GROUP={sub_group}"])
         self.fp16 = bool(device.has_aspect_fp16)
 
     def alloc(self, nbytes: int):
@@ -199,7 +205,25 @@ def pack_panels(weight: np.ndarray) -> np.ndarray:
 
 
 def _linear_launch(m: int, n: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    return (_cdiv(m, ROWS), _cdiv(n, PANEL) * LANES), (1, LANES)
+    return (_cdiv(n, PANEL), _cdiv(m, ROWS)), (1, 1)
+
+
+QUERIES = 4  # queries per work-item of attention_vec (QB in sycl/kernels/attention.cpp)
+
+
+def attention_scratch(batch: int, tokens: int, heads: int) -> int:
+    """Bytes of score scratch either attention kernel needs."""
+    return batch * heads * _cdiv(tokens, QUERIES) * QUERIES * _cdiv(tokens, LANES) * LANES * 4
+
+
+def _attention_launch(plan, qkv, out, scratch, batch: int, tokens: int, heads: int,
+                      head_dim: int) -> None:
+    if head_dim in (16, 32, 64):
+        plan.add(f"attention_vec{head_dim}", (batch * heads, _cdiv(tokens, QUERIES)), (1, 1),
+                 [qkv, out, scratch, tokens, heads])
+    else:
+        plan.add("attention", (batch * heads, _cdiv(tokens, LANES) * LANES), (1, LANES),
+                 [qkv, out, scratch, tokens, heads, head_dim])
 
 
 def _row_launch(rows: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -275,13 +299,11 @@ class SyclOps:
             raise ValueError(f"qkv last axis {three_d} is not 3 * D with D divisible by "
                              f"num_heads {num_heads}")
         d = three_d // 3
-        tpad = _cdiv(t, LANES) * LANES
-        st = self.state
-        scratch = st.alloc(b * num_heads * t * tpad * 4)
+        scratch = self.state.alloc(attention_scratch(b, t, num_heads))
 
         def build(plan, mem):
-            plan.add("attention", (b * num_heads, tpad), (1, LANES),
-                     [mem["qkv"], mem["out"], scratch, t, num_heads, d // num_heads])
+            _attention_launch(plan, mem["qkv"], mem["out"], scratch, b, t, num_heads,
+                              d // num_heads)
         return self._run(build, {"qkv": qkv}, (b, t, d))
 
     def bias_gelu(self, x, bias, form="erf"):
@@ -306,7 +328,6 @@ class _Forward:
         cfg, st, w = model.config, model.state, model.weights
         b, t, d, n = batch, cfg.num_tokens, cfg.embed_dim, cfg.num_patches
         heads, hidden, classes = cfg.num_heads, cfg.mlp_dim, cfg.num_classes
-        tpad = _cdiv(t, LANES) * LANES
         eps = float(cfg.ln_eps)
         m = b * t
         f32 = 4
@@ -318,7 +339,7 @@ class _Forward:
         qkv = st.alloc(m * 3 * d * f32)                                        # (B, T, 3D)
         att = st.alloc(m * d * f32)                                            # (B, T, D)
         mlp = st.alloc(m * hidden * f32)                                       # (B, T, hidden)
-        scores = st.alloc(b * heads * t * tpad * f32)                          # (B*H, T, Tpad)
+        scores = st.alloc(attention_scratch(b, t, heads))                      # (B*H, T, Tpad)
         cls = st.alloc(b * d * f32)                                            # (B, D)
         self.logits = st.alloc(b * classes * f32)                              # (B, classes)
         plan = st.plan()
@@ -344,8 +365,7 @@ class _Forward:
             plan.add("layernorm", *_row_launch(m),
                      [x, w[p + "norm1.weight"], w[p + "norm1.bias"], h, d, eps])
             linear(h, m, p + "attn.qkv", qkv)
-            plan.add("attention", (b * heads, tpad), (1, LANES),
-                     [qkv, att, scores, t, heads, cfg.head_dim])
+            _attention_launch(plan, qkv, att, scores, b, t, heads, cfg.head_dim)
             linear(att, m, p + "attn.proj", x, "residual")
             plan.add("layernorm", *_row_launch(m),
                      [x, w[p + "norm2.weight"], w[p + "norm2.bias"], h, d, eps])
