@@ -16,12 +16,18 @@ POLYVIT_KERNEL(2) patch_im2col(const float *images, float *patches, const float 
     const int b = row / n_patches, gy = (row % n_patches) / grid, gx = row % grid;
     const int len = C * P * P;
     float *dst = patches + static_cast<size_t>(row) * len;
-    for (int e = lane; e < len; e += lanes) {
-        const int c = e / (P * P), ph = (e / P) % P, pw = e % P;
-        dst[e] = images[((static_cast<size_t>(b) * C + c) * S + gy * P + ph) * S + gx * P + pw];
+    // lanes run along pw, the contiguous axis of both layouts (no per-element index division)
+    for (int c = 0; c < C; ++c)
+        for (int ph = 0; ph < P; ++ph) {
+            const float *src = images + ((static_cast<size_t>(b) * C + c) * S + gy * P + ph) * S +
+                               gx * P;
+            float *out = dst + (c * P + ph) * P;
+            for (int pw = lane; pw < P; pw += lanes) out[pw] = src[pw];
+        }
+    if (norm) {
+        sycl::group_barrier(it.get_group());  // the norm reads what other work-items wrote
+        layernorm_row(it, dst, dst, norm_w, norm_b, len, eps);
     }
-    // each work-item normalises the elements it wrote, so no barrier is needed before
-    if (norm) layernorm_row(it, dst, dst, norm_w, norm_b, len, eps);
 }
 
 // range (B * T, 16), local (1, 16): one work-group per token
