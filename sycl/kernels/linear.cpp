@@ -1,9 +1,11 @@
 // y (M, N) = x (M, K) @ w^T + bias, then an epilogue (none, GELU erf/tanh, + residual).
 //
 // The weight w (N, K) is packed once at load into column panels wp (ceil(N/64), K, 64), zero
-// padded, so one k step of a panel is four aligned 16-float vectors. Each work-item computes a
-// ROWS x 64 block of y in explicit sycl::vec registers: per k it loads four weight vectors and
-// broadcasts ROWS values of x into ROWS x 4 FMAs. Explicit vectors, one work-item per block,
+// padded, so one k step of a panel is four aligned 16-element vectors. Panels hold fp32, or bf16
+// or fp16 (the bf16/fp16 precisions: half the weight memory, widened to fp32 as they load, so
+// x, the accumulation and the epilogue stay fp32).
+// Each work-item computes a ROWS x 64 block of y in explicit sycl::vec registers: per k it loads
+// four weight vectors and broadcasts ROWS values of x into ROWS x 4 FMAs. Explicit vectors, one work-item per block,
 // because the OpenCL CPU compiler's own vectorisation across work-items of the same loop ran
 // 5x slower here (it did not keep the block in registers).
 #include "gelu_erf.hpp"
@@ -19,14 +21,35 @@ constexpr int PANEL = LANES * COLS;
 
 enum class Epilogue { none, gelu_erf, gelu_tanh, residual };
 
+// Panel loaders: vector i of the packed panels, as fp32.
+struct PanelsF32 {
+    const float *p;
+    vec operator()(size_t i) const { return load16(p + LANES * i); }
+};
+struct PanelsBF16 {  // bf16 is the high half of an fp32
+    const uint16_t *p;
+    vec operator()(size_t i) const {
+        const auto bits = reinterpret_cast<const sycl::vec<uint16_t, LANES> *>(p)[i];
+        return (bits.convert<uint32_t>() << 16).as<vec>();
+    }
+};
+#ifdef POLYVIT_FP16
+struct PanelsF16 {
+    const sycl::half *p;
+    vec operator()(size_t i) const {
+        return reinterpret_cast<const sycl::vec<sycl::half, LANES> *>(p)[i].convert<float>();
+    }
+};
+#endif
+
 // range (ceil(N / PANEL), ceil(M / ROWS)), local (1, 1)
-template <Epilogue E>
-inline void gemm(const float *x, const float *wp, const float *bias, const float *residual,
+template <Epilogue E, typename Panels>
+inline void gemm(const float *x, Panels wp, const float *bias, const float *residual,
                  float *y, int M, int N, int K) {
     auto it = work_item2();
     const int panel = static_cast<int>(it.get_global_id(0));
     const int m0 = static_cast<int>(it.get_global_id(1)) * ROWS;
-    const vec *w = reinterpret_cast<const vec *>(wp + static_cast<size_t>(panel) * K * PANEL);
+    const size_t first = static_cast<size_t>(panel) * K * COLS;  // this panel's first vector
     // rows past M re-read the last row and are not stored
     const float *xr[ROWS];
     for (int r = 0; r < ROWS; ++r)
@@ -37,7 +60,7 @@ inline void gemm(const float *x, const float *wp, const float *bias, const float
         for (int c = 0; c < COLS; ++c) acc[r][c] = 0.0f;
     for (int k = 0; k < K; ++k) {
         vec wv[COLS];
-        for (int c = 0; c < COLS; ++c) wv[c] = w[static_cast<size_t>(k) * COLS + c];
+        for (int c = 0; c < COLS; ++c) wv[c] = wp(first + static_cast<size_t>(k) * COLS + c);
         for (int r = 0; r < ROWS; ++r) {
             const vec a(xr[r][k]);
             for (int c = 0; c < COLS; ++c) acc[r][c] = sycl::fma(a, wv[c], acc[r][c]);
@@ -65,24 +88,31 @@ inline void gemm(const float *x, const float *wp, const float *bias, const float
 
 }  // namespace linear
 
-// ---- entry points, one per epilogue -------------------------------------------------------------
+// ---- entry points, one per epilogue and weight type -------------------------------------------
 
-POLYVIT_VEC_KERNEL(2) linear_bias(const float *x, const float *wp, const float *bias, float *y,
-                              int M, int N, int K) {
-    linear::gemm<linear::Epilogue::none>(x, wp, bias, nullptr, y, M, N, K);
-}
+#define POLYVIT_LINEAR(SUFFIX, T, PANELS)                                                        \
+    POLYVIT_VEC_KERNEL(2) linear_bias##SUFFIX(const float *x, const T *wp, const float *bias,    \
+                                              float *y, int M, int N, int K) {                   \
+        linear::gemm<linear::Epilogue::none>(x, PANELS{wp}, bias, nullptr, y, M, N, K);        \
+    }                                                                                            \
+    POLYVIT_VEC_KERNEL(2) linear_bias_gelu_erf##SUFFIX(const float *x, const T *wp,             \
+                                                       const float *bias, float *y, int M,       \
+                                                       int N, int K) {                           \
+        linear::gemm<linear::Epilogue::gelu_erf>(x, PANELS{wp}, bias, nullptr, y, M, N, K);    \
+    }                                                                                            \
+    POLYVIT_VEC_KERNEL(2) linear_bias_gelu_tanh##SUFFIX(const float *x, const T *wp,            \
+                                                        const float *bias, float *y, int M,      \
+                                                        int N, int K) {                          \
+        linear::gemm<linear::Epilogue::gelu_tanh>(x, PANELS{wp}, bias, nullptr, y, M, N, K);   \
+    }                                                                                            \
+    POLYVIT_VEC_KERNEL(2) linear_bias_residual##SUFFIX(const float *x, const T *wp,             \
+                                                       const float *bias, const float *residual, \
+                                                       float *y, int M, int N, int K) {          \
+        linear::gemm<linear::Epilogue::residual>(x, PANELS{wp}, bias, residual, y, M, N, K);   \
+    }
 
-POLYVIT_VEC_KERNEL(2) linear_bias_gelu_erf(const float *x, const float *wp, const float *bias,
-                                       float *y, int M, int N, int K) {
-    linear::gemm<linear::Epilogue::gelu_erf>(x, wp, bias, nullptr, y, M, N, K);
-}
-
-POLYVIT_VEC_KERNEL(2) linear_bias_gelu_tanh(const float *x, const float *wp, const float *bias,
-                                        float *y, int M, int N, int K) {
-    linear::gemm<linear::Epilogue::gelu_tanh>(x, wp, bias, nullptr, y, M, N, K);
-}
-
-POLYVIT_VEC_KERNEL(2) linear_bias_residual(const float *x, const float *wp, const float *bias,
-                                       const float *residual, float *y, int M, int N, int K) {
-    linear::gemm<linear::Epilogue::residual>(x, wp, bias, residual, y, M, N, K);
-}
+POLYVIT_LINEAR(, float, linear::PanelsF32)
+POLYVIT_LINEAR(_bf16, uint16_t, linear::PanelsBF16)
+#ifdef POLYVIT_FP16  // defined by the backend for devices with the fp16 aspect
+POLYVIT_LINEAR(_fp16, sycl::half, linear::PanelsF16)
+#endif

@@ -39,12 +39,13 @@ LANES = 16  # work-items per group of the row kernels (LayerNorm, patches, GELU)
 PANEL = 64
 ROWS = 4
 
-KERNELS = ("linear_bias", "linear_bias_gelu_erf", "linear_bias_gelu_tanh", "linear_bias_residual",
-           "bias_gelu_erf", "bias_gelu_tanh", "layernorm", "attention", "attention_vec16",
-           "attention_vec32", "attention_vec64", "patch_im2col", "embed_tokens",
-           "class_token_norm")
 LINEAR_KERNELS = {"none": "linear_bias", "gelu_erf": "linear_bias_gelu_erf",
                   "gelu_tanh": "linear_bias_gelu_tanh", "residual": "linear_bias_residual"}
+# The GEMM's weight panels per precision: (kernel name suffix, numpy storage dtype)
+PANELS = {"fp32": ("", np.float32), "bf16": ("_bf16", np.uint16), "fp16": ("_fp16", np.float16)}
+KERNELS = ("bias_gelu_erf", "bias_gelu_tanh", "layernorm", "attention", "attention_vec16",
+           "attention_vec32", "attention_vec64", "patch_im2col", "embed_tokens",
+           "class_token_norm")
 
 
 # ---- environment, device and program -----------------------------------------------------------
@@ -126,9 +127,13 @@ class _DeviceState:
         # the smallest sub-group from 8 up that the device offers (see common.hpp)
         sizes = sorted(device.sub_group_sizes)
         sub_group = next((s for s in sizes if s >= 8), sizes[-1])
-        self.program = bridge.Program(self.queue, source, headers, list(KERNELS),
-                                      [f"-DPOLYVIT_SUB_GROUP={sub_group}"])
-        self.fp16 = bool(device.has_aspect_fp16)
+        options = [f"-DPOLYVIT_SUB_GROUP={sub_group}"]
+        self.precisions = ("fp32", "bf16") + (("fp16",) if device.has_aspect_fp16 else ())
+        if "fp16" in self.precisions:
+            options.append("-DPOLYVIT_FP16")
+        kernels = list(KERNELS) + [k + PANELS[p][0] for k in LINEAR_KERNELS.values()
+                                   for p in self.precisions]
+        self.program = bridge.Program(self.queue, source, headers, kernels, options)
 
     def alloc(self, nbytes: int):
         # 64-byte aligned: whole cache lines and aligned vector loads
@@ -196,12 +201,17 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def pack_panels(weight: np.ndarray) -> np.ndarray:
-    """(N, K) -> (ceil(N / 64), K, 64): column panels, zero padded, as linear.cpp reads them."""
+def pack_panels(weight: np.ndarray, precision: str = "fp32") -> np.ndarray:
+    """(N, K) -> (ceil(N / 64), K, 64): column panels, zero padded, as linear.cpp reads them,
+    in the precision's storage type (bf16 as uint16 bits, rounded to nearest even)."""
     n, k = weight.shape
     padded = np.zeros((_cdiv(n, PANEL) * PANEL, k), np.float32)
     padded[:n] = weight
-    return np.ascontiguousarray(padded.reshape(-1, PANEL, k).transpose(0, 2, 1))
+    panels = np.ascontiguousarray(padded.reshape(-1, PANEL, k).transpose(0, 2, 1))
+    if precision == "bf16":
+        bits = panels.view(np.uint32)
+        return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return panels.astype(PANELS[precision][1], copy=False)
 
 
 def _linear_launch(m: int, n: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -244,13 +254,25 @@ def _check(name: str, a: Any, shape: tuple[int | None, ...]) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def _check_precision(state: _DeviceState, precision: str) -> str:
+    if precision not in PANELS:
+        raise BackendError(f"backend 'sycl' does not offer precision {precision!r}; it offers: "
+                           f"{', '.join(PANELS)}")
+    if precision not in state.precisions:
+        raise BackendError(f"the SYCL device {state.device.filter_string} has no {precision} "
+                           f"support; it offers: {', '.join(state.precisions)}")
+    return precision
+
+
 # ---- single ops ------------------------------------------------------------------------------------
 
 class SyclOps:
-    """The kernels one at a time on float32 numpy arrays, for the op-level parity harness."""
+    """The kernels one at a time on float32 numpy arrays, for the op-level parity harness.
+    precision picks the GEMM's weight panels (fp32, or bf16/fp16 weights with fp32 compute)."""
 
-    def __init__(self, device: str | None = None) -> None:
+    def __init__(self, device: str | None = None, precision: str = "fp32") -> None:
         self.state = device_state(device)
+        self.precision = _check_precision(self.state, precision)
 
     def _run(self, build, inputs: dict[str, np.ndarray], out_shape: tuple[int, ...]) -> np.ndarray:
         st = self.state
@@ -272,14 +294,14 @@ class SyclOps:
         bias = np.zeros(n, np.float32) if bias is None else _check("bias", bias, (n,))
         if (epilogue == "residual") != (residual is not None):
             raise ValueError("residual is needed by, and only by, the 'residual' epilogue")
-        inputs = {"x": x, "w": pack_panels(weight), "b": bias}
+        inputs = {"x": x, "w": pack_panels(weight, self.precision), "b": bias}
         if residual is not None:
             inputs["r"] = _check("residual", residual, (m, n))
 
         def build(plan, mem):
             args = [mem["x"], mem["w"], mem["b"]] + ([mem["r"]] if residual is not None else [])
-            plan.add(LINEAR_KERNELS[epilogue], *_linear_launch(m, n),
-                     args + [mem["out"], m, n, k])
+            plan.add(LINEAR_KERNELS[epilogue] + PANELS[self.precision][0],
+                     *_linear_launch(m, n), args + [mem["out"], m, n, k])
         return self._run(build, inputs, (m, n))
 
     def layernorm(self, x, weight, bias, eps):
@@ -349,8 +371,8 @@ class _Forward:
             args = [src, w[name + ".weight"], w[name + ".bias"]]
             if epilogue == "residual":
                 args.append(dst)  # in place: each element is read, then written, by one item
-            plan.add(LINEAR_KERNELS[epilogue], *_linear_launch(rows, n_out),
-                     args + [dst, rows, n_out, k_in])
+            plan.add(LINEAR_KERNELS[epilogue] + PANELS[model.precision][0],
+                     *_linear_launch(rows, n_out), args + [dst, rows, n_out, k_in])
 
         plan.add("patch_im2col", *_row_launch(b * n),
                  [self.images, patches, w["patch_embed.norm_pre.weight"],
@@ -379,7 +401,7 @@ class _Forward:
 
 class SyclBackend(Backend):
     name = "sycl"
-    precisions = ("fp32",)
+    precisions = ("fp32", "bf16", "fp16")  # bf16/fp16: weights only; fp16 where the device has it
     options = ("device",)
 
     @classmethod
@@ -395,6 +417,7 @@ class SyclBackend(Backend):
         options = {} if device is None else {"device": device}
         super().__init__(config, weights, precision, **options)
         self.state = device_state(device)
+        _check_precision(self.state, precision)
         self.device = self.state.device.filter_string
         self.shapes: dict[str, tuple[int, int]] = {}
         self.weights = self._upload(config, weights)
@@ -419,7 +442,7 @@ class SyclBackend(Backend):
             stem = name.rsplit(".", 1)[0]
             if stem in linears and name.endswith(".weight"):
                 self.shapes[stem] = value.shape
-                out[name] = st.upload(pack_panels(value))
+                out[name] = st.upload(pack_panels(value, self.precision))
             else:
                 out[name] = st.upload(value)
         for stem in linears:
