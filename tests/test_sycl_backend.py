@@ -113,7 +113,7 @@ def test_the_native_bridge_checks_its_boundary(sb):
     from polyvit import _sycl
 
     st = sb.device_state()
-    plan = _sycl.Plan(st.program)
+    plan = _sycl.Plan(st.program())
     buf = st.alloc(64)
     args = [buf, buf, buf, 4, 16.0]  # bias_gelu_erf takes (x, bias, y, N)
     with pytest.raises(ValueError, match="no kernel 'gelu'"):
@@ -183,24 +183,26 @@ def test_many_batch_sizes_stay_correct(model):
 
 # ---- environment: cache and missing device ----------------------------------------------------------
 
-BUILD = "from polyvit.backends import sycl_backend as sb; sb.device_state(); print(sb.cache_dir())"
+BUILD = ("from polyvit.backends import sycl_backend as sb; sb.device_state().program(); "
+         "print(sb.cache_dir())")
 
 
 def test_compiled_kernels_persist_across_processes(sb, tmp_path):
-    """Later processes read what the first compiled, as the runtime's cache trace reports: the
-    second skips the SYCL front end (cached IR), the third also the device code generation."""
+    """The first process on a machine compiles; the second finds both the compiled source and
+    the device code in the cache, as the runtime's cache trace reports (no timings)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("SYCL_CACHE_DIR", "SYCL_CACHE_PERSISTENT")}
     env.update(XDG_CACHE_HOME=str(tmp_path), SYCL_CACHE_TRACE="5")  # persistent + compiler
     runs = [subprocess.run([sys.executable, "-c", BUILD], env=env, capture_output=True,
-                           text=True, timeout=300) for _ in range(3)]
+                           text=True, timeout=300) for _ in range(2)]
     for run in runs:
         assert run.returncode == 0, run.stderr
-    first, second, third = runs
+    first, second = runs
     assert first.stdout.strip() == str(tmp_path / "polyvit" / "sycl")
-    assert "using cached" not in first.stderr
+    assert "cache miss" in first.stderr and "device binary has been cached" in first.stderr
     assert "using cached device code IR" in second.stderr
-    assert "using cached device binary" in third.stderr
+    assert "using cached device binary" in second.stderr
+    assert "has been cached" not in second.stderr  # nothing compiled again
 
 
 def test_without_an_opencl_runtime_the_backend_says_why(sb):

@@ -15,10 +15,10 @@ using vec16 = sycl::vec<float, 16>;
 #define POLYVIT_KERNEL(DIMS) \
     extern "C" SYCL_EXT_ONEAPI_FUNCTION_PROPERTY((syclexp::nd_range_kernel<DIMS>)) void
 
-// A kernel that vectorises itself with sycl::vec, one work-item per group. It asks for a small
-// sub-group (POLYVIT_SUB_GROUP, set per device by the backend): at the default of 16 the OpenCL
-// CPU compiler also packs work-items into lanes, its register blocks spill, and the GEMM ran at
-// half speed.
+// A kernel that vectorises itself with sycl::vec, one work-item per group. It asks for the
+// device's smallest sub-group (POLYVIT_SUB_GROUP, set by the backend): at the default of 16 the
+// OpenCL CPU compiler also packs work-items into lanes, its register blocks spill, and the GEMM
+// ran at half speed; the smallest size also compiles fastest.
 #ifndef POLYVIT_SUB_GROUP
 #define POLYVIT_SUB_GROUP 8
 #endif

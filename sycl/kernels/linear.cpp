@@ -33,7 +33,7 @@ struct PanelsBF16 {  // bf16 is the high half of an fp32
         return (bits.convert<uint32_t>() << 16).as<vec>();
     }
 };
-#ifdef POLYVIT_FP16
+#ifdef POLYVIT_WEIGHTS_FP16
 struct PanelsF16 {
     const sycl::half *p;
     vec operator()(size_t i) const {
@@ -111,8 +111,12 @@ inline void gemm(const float *x, Panels wp, const float *bias, const float *resi
         linear::gemm<linear::Epilogue::residual>(x, PANELS{wp}, bias, residual, y, M, N, K);   \
     }
 
-POLYVIT_LINEAR(, float, linear::PanelsF32)
+// One weight type per program (the backend builds one per precision in use): each set of four
+// GEMMs adds seconds to the first build.
+#if defined(POLYVIT_WEIGHTS_BF16)
 POLYVIT_LINEAR(_bf16, uint16_t, linear::PanelsBF16)
-#ifdef POLYVIT_FP16  // defined by the backend for devices with the fp16 aspect
+#elif defined(POLYVIT_WEIGHTS_FP16)  // only on devices with the fp16 aspect
 POLYVIT_LINEAR(_fp16, sycl::half, linear::PanelsF16)
+#else
+POLYVIT_LINEAR(, float, linear::PanelsF32)
 #endif

@@ -117,23 +117,38 @@ def _why_no_device() -> str:
 
 
 class _DeviceState:
-    """One device's in-order queue and built kernel program, shared by every model on it."""
+    """One device's in-order queue and its kernel programs (one per weight precision, built on
+    first use), shared by every model on the device."""
 
     def __init__(self, dpctl, device) -> None:
-        bridge = _bridge()
         self.device = device
         self.queue = dpctl.SyclQueue(device, property="in_order")
-        headers, source = _kernel_sources()
-        # the smallest sub-group from 8 up that the device offers (see common.hpp)
-        sizes = sorted(device.sub_group_sizes)
-        sub_group = next((s for s in sizes if s >= 8), sizes[-1])
-        options = [f"-DPOLYVIT_SUB_GROUP={sub_group}"]
         self.precisions = ("fp32", "bf16") + (("fp16",) if device.has_aspect_fp16 else ())
-        if "fp16" in self.precisions:
-            options.append("-DPOLYVIT_FP16")
-        kernels = list(KERNELS) + [k + PANELS[p][0] for k in LINEAR_KERNELS.values()
-                                   for p in self.precisions]
-        self.program = bridge.Program(self.queue, source, headers, kernels, options)
+        self._programs: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def program(self, precision: str = "fp32"):
+        with self._lock:
+            if precision not in self._programs:
+                self._programs[precision] = self._build(precision)
+            return self._programs[precision]
+
+    def _build(self, precision: str):
+        headers, source = _kernel_sources()
+        suffix = PANELS[precision][0]
+        options = [f"-DPOLYVIT_SUB_GROUP={min(self.device.sub_group_sizes)}"]  # see common.hpp
+        if precision != "fp32":
+            options.append(f"-DPOLYVIT_WEIGHTS_{precision.upper()}")
+        kernels = list(KERNELS) + [k + suffix for k in LINEAR_KERNELS.values()]
+        compiled = _compiled_sources()
+        program = _bridge().Program(self.queue, source, headers, kernels, options)
+        if _compiled_sources() - compiled:
+            # This process compiled the source, and the runtime keyed the device code it cached
+            # by the freshly compiled IR; later processes start from the cached IR and look the
+            # device code up under another key. Building once more from the cached IR stores it
+            # where they will find it, so only the first process on a machine pays the JIT.
+            program = _bridge().Program(self.queue, source, headers, kernels, options)
+        return program
 
     def alloc(self, nbytes: int):
         # 64-byte aligned: whole cache lines and aligned vector loads
@@ -146,8 +161,17 @@ class _DeviceState:
         mem.copy_from_host(array.reshape(-1).view(np.uint8))
         return mem
 
-    def plan(self):
-        return _bridge().Plan(self.program)
+    def plan(self, precision: str = "fp32"):
+        return _bridge().Plan(self.program(precision))
+
+
+def _compiled_sources() -> set[str]:
+    """The entries of the runtime's persistent cache of compiled SYCL source (none when the
+    persistent cache is off)."""
+    if os.environ.get("SYCL_CACHE_PERSISTENT") != "1" or not os.environ.get("SYCL_CACHE_DIR"):
+        return set()
+    folder = Path(os.environ["SYCL_CACHE_DIR"]) / "ext_kernel_compiler"
+    return set(os.listdir(folder)) if folder.is_dir() else set()
 
 
 def _kernel_sources() -> tuple[dict[str, str], str]:
@@ -279,7 +303,7 @@ class SyclOps:
         mems = {k: st.alloc(v.nbytes) for k, v in inputs.items()}
         out = np.empty(out_shape, np.float32)
         mems["out"] = st.alloc(out.nbytes)
-        plan = st.plan()
+        plan = st.plan(self.precision)
         build(plan, mems)
         plan.run(st.queue, [(mems[k], v) for k, v in inputs.items()], [(mems["out"], out)])
         return out
@@ -364,7 +388,7 @@ class _Forward:
         scores = st.alloc(attention_scratch(b, t, heads))                      # (B*H, T, Tpad)
         cls = st.alloc(b * d * f32)                                            # (B, D)
         self.logits = st.alloc(b * classes * f32)                              # (B, classes)
-        plan = st.plan()
+        plan = st.plan(model.precision)
 
         def linear(src, rows, name, dst, epilogue="none"):
             n_out, k_in = model.shapes[name]
