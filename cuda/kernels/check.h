@@ -21,8 +21,11 @@ inline std::string cuda_error_text(cudaError_t err) {
   return std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
 }
 
+// Also resets the thread's last error, so the next launch check does not report this one again
+// (sticky errors, after a fault in a kernel, stay whatever is done).
 [[noreturn]] inline void throw_cuda_error(cudaError_t err, const char* call, const char* file,
                                           int line) {
+  cudaGetLastError();
   throw CudaError(err, std::string(call) + " failed with " + cuda_error_text(err) + " (" + file +
                            ":" + std::to_string(line) + ")");
 }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
 #include <optional>
 #include <random>
 #include <type_traits>
@@ -248,10 +249,17 @@ static std::vector<double> benchmark_op(const std::string& op, const std::vector
   check_precision(precision);
   const Epilogue epilogue = parse_epilogue(epilogue_name);
   if (reps <= 0 || warmup < 0) throw py::value_error("benchmark_op: reps must be positive, warmup >= 0");
-  auto dim = [&](size_t i, const char* name) {
-    if (i >= dims.size()) throw py::value_error("benchmark_op: " + op + " needs more dims (missing " + name + ")");
-    return positive_int(dims[i], name);
-  };
+  const std::map<std::string, size_t> arity = {{"linear", 3}, {"layernorm", 2}, {"attention", 4}, {"bias_gelu", 2}};
+  const auto found = arity.find(op);
+  if (found == arity.end())
+    throw py::value_error("benchmark_op: unknown op '" + op + "'; one of linear, layernorm, attention, bias_gelu");
+  if (dims.size() != found->second)
+    throw py::value_error("benchmark_op: " + op + " takes " + std::to_string(found->second) + " dims, got " +
+                          std::to_string(dims.size()));
+  for (long long d : dims) positive_int(d, "every dim");
+  if (op == "attention" && (dims[2] % dims[3] != 0 || dims[0] > 65535))
+    throw py::value_error("benchmark_op: attention needs D divisible by heads and B <= 65535");
+  auto dim = [&](size_t i) { return static_cast<int>(dims[i]); };
   std::function<void(cudaStream_t)> launch;
   std::vector<DeviceBuffer> keep;
   py::gil_scoped_release nogil;
@@ -281,7 +289,7 @@ static std::vector<double> benchmark_op(const std::string& op, const std::vector
   by_precision(precision, [&](auto tag) {
     using T = decltype(tag);
     if (op == "linear") {  // dims: M, K, N
-      const int M = dim(0, "M"), K = dim(1, "K"), N = dim(2, "N");
+      const int M = dim(0), K = dim(1), N = dim(2);
       auto a = static_cast<const T*>(random(size_t(M) * K, tag));
       auto w = static_cast<const T*>(random(size_t(N) * K, tag));
       auto bias = static_cast<const float*>(random(N, 0.0f));
@@ -300,27 +308,24 @@ static std::vector<double> benchmark_op(const std::string& op, const std::vector
         }
       }
     } else if (op == "layernorm") {  // dims: rows, C
-      const int M = dim(0, "rows"), C = dim(1, "C");
+      const int M = dim(0), C = dim(1);
       auto x = static_cast<const float*>(random(size_t(M) * C, 0.0f));
       auto w = static_cast<const float*>(random(C, 0.0f));
       auto b = static_cast<const float*>(random(C, 0.0f));
       auto y = static_cast<T*>(output(size_t(M) * C * sizeof(T)));
       launch = [=](cudaStream_t s) { layernorm<float, T>(x, C, w, b, y, M, C, 1e-6f, s); };
     } else if (op == "attention") {  // dims: B, T, D, heads
-      const int B = dim(0, "B"), Tn = dim(1, "T"), D = dim(2, "D"), H = dim(3, "heads");
+      const int B = dim(0), Tn = dim(1), D = dim(2), H = dim(3);
       auto qkv = static_cast<const T*>(random(size_t(B) * Tn * 3 * D, tag));
       auto y = static_cast<T*>(output(size_t(B) * Tn * D * sizeof(T)));
       launch = [=](cudaStream_t s) { attention<T>(qkv, y, B, Tn, D, H, s); };
-    } else if (op == "bias_gelu") {  // dims: M, N; fp32 only, the standalone kernel
-      const int M = dim(0, "M"), N = dim(1, "N");
+    } else {  // bias_gelu, dims: M, N; fp32 only, the standalone kernel
+      const int M = dim(0), N = dim(1);
       auto x = static_cast<const float*>(random(size_t(M) * N, 0.0f));
       auto b = static_cast<const float*>(random(N, 0.0f));
       auto y = static_cast<float*>(output(size_t(M) * N * sizeof(float)));
       const Epilogue form = epilogue == Epilogue::kGeluTanh ? epilogue : Epilogue::kGeluErf;
       launch = [=](cudaStream_t s) { bias_gelu(x, b, y, M, N, form, s); };
-    } else {
-      throw std::invalid_argument("benchmark_op: unknown op '" + op + "'; one of linear, layernorm, "
-                                  "attention, bias_gelu");
     }
   });
   const cudaStream_t s = call.stream.get();

@@ -19,6 +19,7 @@ from .base import LINEAR_EPILOGUES, Backend, check_images
 BUILD_HINT = ("install polyvit where the CUDA toolkit is (nvcc on PATH, e.g. /usr/local/cuda/bin): "
               "POLYVIT_CUDA=ON pip install --no-build-isolation -e .")
 OUTPUTS = ("numpy", "device")
+DLPACK_CUDA_DEVICES = (2, 13)  # kDLCUDA, kDLCUDAManaged
 
 
 def _module():
@@ -85,8 +86,7 @@ class CudaBackend(Backend):
         cupy.asarray(a) take without a copy."""
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-        if isinstance(images, np.ndarray) or not (hasattr(images, "__cuda_array_interface__")
-                                                  or hasattr(images, "__dlpack__")):
+        if not _in_cuda_memory(images):
             images = check_images(images, self.config)
         return self._model.run(images, output)
 
@@ -97,6 +97,18 @@ class CudaBackend(Backend):
     def clear_cache(self) -> None:
         """Frees every batch size's buffers and graph; the weights stay on the device."""
         self._model.clear_cache()
+
+
+def _in_cuda_memory(images: Any) -> bool:
+    """Whether images live on a CUDA device (read in place) rather than in host memory."""
+    if isinstance(images, np.ndarray):
+        return False
+    if hasattr(images, "__cuda_array_interface__"):  # torch CPU tensors raise AttributeError
+        return True
+    try:
+        return images.__dlpack_device__()[0] in DLPACK_CUDA_DEVICES
+    except (AttributeError, TypeError):
+        return False
 
 
 class CudaOps:
