@@ -4,6 +4,7 @@ is what CI proves; tests/test_cuda_gpu.py covers the rest on a GPU (docs/gpu.md)
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -225,6 +226,19 @@ def test_bad_cuda_array_interfaces_are_rejected(cuda, fields, error, match):
 def test_an_object_without_cuda_arrays_is_a_type_error(cuda):
     with pytest.raises(TypeError):
         cuda.inspect_device_array(object())
+
+
+# ---- the benchmarks and the dev programs ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["cuda_vs_torch.py", "cuda_kernels.py"])
+def test_the_benchmarks_import_and_explain_a_missing_gpu(script, no_device, capsys):
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location(script[:-3], ROOT / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--batches", "1"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
 
 
 # ---- the dev programs compile ----------------------------------------------------------------------
