@@ -194,10 +194,11 @@ py::tuple DeviceArray::dlpack_device() const { return py::make_tuple(static_cast
 py::array_t<float> DeviceArray::numpy() const {
   std::vector<py::ssize_t> shape(shape_.begin(), shape_.end());
   py::array_t<float> host(shape);
+  float* dst = host.mutable_data();
   {
     py::gil_scoped_release nogil;
     DeviceScope scope(device());
-    CUDA_CHECK(cudaMemcpy(host.mutable_data(), buffer_->as<float>(), buffer_->bytes(), cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(dst, buffer_->as<float>(), buffer_->bytes(), cudaMemcpyDeviceToHost));
   }
   return host;
 }

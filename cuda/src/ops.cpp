@@ -75,43 +75,53 @@ struct Device0 {
   Device0() { use_device(0); }  // "no CUDA device: ..." before anything allocates
 };
 
+// Raw views of numpy arrays, taken while the GIL is held: the device work runs without it.
+struct In {
+  const float* data = nullptr;
+  size_t n = 0;
+};
+struct Out {
+  float* data;
+  size_t n;
+};
+In view(const py::array& a) { return {static_cast<const float*>(a.data()), static_cast<size_t>(a.size())}; }
+In view(const std::optional<py::array>& a) { return a ? view(*a) : In{}; }
+Out view(py::array_t<float>& a) { return {a.mutable_data(), static_cast<size_t>(a.size())}; }
+
 // One op call: device 0, its own stream, synchronised before results are read.
 struct Call {
   Device0 device;
   Stream stream;
 
-  DeviceBuffer upload(const py::array& a) {
-    DeviceBuffer d(static_cast<size_t>(a.nbytes()));
-    CUDA_CHECK(cudaMemcpyAsync(d.as<void>(), a.data(), a.nbytes(), cudaMemcpyHostToDevice, stream.get()));
+  DeviceBuffer upload(In a) {
+    DeviceBuffer d(a.n * sizeof(float));
+    if (a.n) CUDA_CHECK(cudaMemcpyAsync(d.as<void>(), a.data, a.n * sizeof(float), cudaMemcpyHostToDevice, stream.get()));
     return d;
   }
   // The array rounded to T on the device (a plain copy for float).
   template <class T>
-  DeviceBuffer upload_as(const py::array& a) {
+  DeviceBuffer upload_as(In a) {
     DeviceBuffer f = upload(a);
     if constexpr (std::is_same_v<T, float>) {
       return f;
     } else {
-      const size_t n = static_cast<size_t>(a.size());
-      DeviceBuffer t(n * sizeof(T));
-      cast<float, T>(f.as<float>(), t.as<T>(), n, stream.get());
+      DeviceBuffer t(a.n * sizeof(T));
+      cast<float, T>(f.as<float>(), t.as<T>(), a.n, stream.get());
       CUDA_CHECK(cudaStreamSynchronize(stream.get()));  // before f is freed
       return t;
     }
   }
+  // d (out.n elements of T) into out as float; synchronised.
   template <class T>
-  void download(const DeviceBuffer& d, py::array_t<float>& out) {
-    const size_t n = static_cast<size_t>(out.size());
-    if constexpr (std::is_same_v<T, float>) {
-      CUDA_CHECK(cudaMemcpyAsync(out.mutable_data(), d.as<float>(), n * sizeof(float),
-                                 cudaMemcpyDeviceToHost, stream.get()));
-    } else {
-      DeviceBuffer f(n * sizeof(float));
-      cast<T, float>(d.as<T>(), f.as<float>(), n, stream.get());
-      CUDA_CHECK(cudaMemcpyAsync(out.mutable_data(), f.as<float>(), n * sizeof(float),
-                                 cudaMemcpyDeviceToHost, stream.get()));
-      CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+  void download(const DeviceBuffer& d, Out out) {
+    const float* src = d.as<float>();
+    DeviceBuffer widened;
+    if constexpr (!std::is_same_v<T, float>) {
+      widened = DeviceBuffer(out.n * sizeof(float));
+      cast<T, float>(d.as<T>(), widened.as<float>(), out.n, stream.get());
+      src = widened.as<float>();
     }
+    CUDA_CHECK(cudaMemcpyAsync(out.data, src, out.n * sizeof(float), cudaMemcpyDeviceToHost, stream.get()));
     CUDA_CHECK(cudaStreamSynchronize(stream.get()));
   }
 };
@@ -151,21 +161,23 @@ static py::array_t<float> linear(py::handle x_obj, py::handle w_obj, py::handle 
     throw py::value_error("linear: residual is only read by epilogue 'residual'");
   }
   py::array_t<float> out({M, N});
+  const In vx = view(x), vw = view(w), vb = view(b), vr = view(r);
+  const Out vo = view(out);
   py::gil_scoped_release nogil;
   Call call;
-  const DeviceBuffer db = b ? call.upload(*b) : DeviceBuffer();
-  const DeviceBuffer dr = r ? call.upload(*r) : DeviceBuffer();
+  const DeviceBuffer db = vb.data ? call.upload(vb) : DeviceBuffer();
+  const DeviceBuffer dr = vr.data ? call.upload(vr) : DeviceBuffer();
   DeviceBuffer dy(static_cast<size_t>(M) * N * sizeof(float));
   by_precision(precision, [&](auto tag) {
     using T = decltype(tag);
-    const DeviceBuffer dx = call.upload_as<T>(x), dw = call.upload_as<T>(w);
+    const DeviceBuffer dx = call.upload_as<T>(vx), dw = call.upload_as<T>(vw);
     if constexpr (std::is_same_v<T, float>)
       matmul_fp32(dx.as<float>(), dw.as<float>(), db.as<float>(), dr.as<float>(), dy.as<float>(), M,
                   N, K, epilogue, call.stream.get());
     else
       matmul_tc<T, float>(dx.as<T>(), dw.as<T>(), db.as<float>(), dr.as<float>(), dy.as<float>(), M,
                           N, K, epilogue, call.stream.get());
-    call.download<float>(dy, out);
+    call.download<float>(dy, vo);
   });
   return out;
 }
@@ -181,15 +193,17 @@ static py::array_t<float> layernorm_op(py::handle x_obj, py::handle w_obj, py::h
   if (!(eps > 0)) throw py::value_error("layernorm: eps must be positive");
   check_precision(precision);
   py::array_t<float> out({M, C});
+  const In vx = view(x), vw = view(w), vb = view(b);
+  const Out vo = view(out);
   py::gil_scoped_release nogil;
   Call call;
-  const DeviceBuffer dx = call.upload(x), dw = call.upload(w), db = call.upload(b);
+  const DeviceBuffer dx = call.upload(vx), dw = call.upload(vw), db = call.upload(vb);
   by_precision(precision, [&](auto tag) {
     using T = decltype(tag);
     DeviceBuffer dy(static_cast<size_t>(M) * C * sizeof(T));
     layernorm<float, T>(dx.as<float>(), C, dw.as<float>(), db.as<float>(), dy.as<T>(), M, C,
                         static_cast<float>(eps), call.stream.get());
-    call.download<T>(dy, out);
+    call.download<T>(dy, vo);
   });
   return out;
 }
@@ -206,14 +220,16 @@ static py::array_t<float> attention_op(py::handle qkv_obj, int heads, const std:
   if (B > 65535) throw py::value_error("attention: B must be at most 65535");
   check_precision(precision);
   py::array_t<float> out({B, tokens, D});
+  const In vq = view(qkv);
+  const Out vo = view(out);
   py::gil_scoped_release nogil;
   Call call;
   by_precision(precision, [&](auto tag) {
     using T = decltype(tag);
-    const DeviceBuffer dq = call.upload_as<T>(qkv);
+    const DeviceBuffer dq = call.upload_as<T>(vq);
     DeviceBuffer dy(static_cast<size_t>(B) * tokens * D * sizeof(T));
     attention<T>(dq.as<T>(), dy.as<T>(), B, tokens, D, heads, call.stream.get());
-    call.download<T>(dy, out);
+    call.download<T>(dy, vo);
   });
   return out;
 }
@@ -229,13 +245,15 @@ static py::array_t<float> bias_gelu_op(py::handle x_obj, py::handle b_obj, const
   }
   if (form != "erf" && form != "tanh") throw py::value_error("bias_gelu: form must be 'erf' or 'tanh'");
   py::array_t<float> out({M, N});
+  const In vx = view(x), vb = view(b);
+  const Out vo = view(out);
   py::gil_scoped_release nogil;
   Call call;
-  const DeviceBuffer dx = call.upload(x), db = b ? call.upload(*b) : DeviceBuffer();
+  const DeviceBuffer dx = call.upload(vx), db = vb.data ? call.upload(vb) : DeviceBuffer();
   DeviceBuffer dy(static_cast<size_t>(M) * N * sizeof(float));
   bias_gelu(dx.as<float>(), db.as<float>(), dy.as<float>(), M, N,
             form == "erf" ? Epilogue::kGeluErf : Epilogue::kGeluTanh, call.stream.get());
-  call.download<float>(dy, out);
+  call.download<float>(dy, vo);
   return out;
 }
 
