@@ -4,42 +4,12 @@
 //   kernel3  kernels/matmul_fp32.cu (promoted): 64 x 64 / 32 x 32 tiles, register micro-tiles
 // Usage: matmul_fp32 [M K N [epilogue 0 none | 1 gelu_erf | 2 gelu_tanh | 3 residual]]
 // (default: ViT-S/32 fc1 at batch 32, 1600 384 1536 1)
-#include "common.h"
 #include "common.cuh"
 #include "epilogue.cuh"
 #include "matmul_fp32.cuh"
+#include "matmul_reference.h"
 
 using namespace polyvit_cuda;
-
-// ---- CPU reference ---------------------------------------------------------------------------------
-
-// Also returns sum_k |a w| per output: fp32 accumulation over K errs by at most about
-// K * eps * that sum (the classic gamma_K bound), the scale of the tolerance.
-static void reference(const std::vector<float>& a, const std::vector<float>& w, const std::vector<float>& bias,
-                      const std::vector<float>& residual, int M, int N, int K, Epilogue epilogue,
-                      std::vector<double>& out, std::vector<double>& magnitude) {
-  // Large problems are checked on their first rows: enough for every tile column, and seconds
-  // rather than minutes of CPU time.
-  const int rows = static_cast<int>(std::min<long long>(M, std::max(1LL, 2000000000LL / (1LL * N * K))));
-  out.assign(size_t(rows) * N, 0.0);
-  magnitude.assign(size_t(rows) * N, 0.0);
-  for (int m = 0; m < rows; ++m)
-    for (int n = 0; n < N; ++n) {
-      double acc = 0.0, mag = 0.0;
-      for (int k = 0; k < K; ++k) {
-        const double p = double(a[size_t(m) * K + k]) * w[size_t(n) * K + k];
-        acc += p;
-        mag += std::fabs(p);
-      }
-      double v = acc + bias[n];
-      if (epilogue == Epilogue::kGeluErf) v = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
-      if (epilogue == Epilogue::kGeluTanh)
-        v = 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
-      if (epilogue == Epilogue::kResidual) v += residual[size_t(m) * N + n];
-      out[size_t(m) * N + n] = v;
-      magnitude[size_t(m) * N + n] = mag + std::fabs(bias[n]) + std::fabs(v);
-    }
-}
 
 // ---- kernels -----------------------------------------------------------------------------------------
 
@@ -83,10 +53,7 @@ int main(int argc, char** argv) {
     std::printf("matmul_fp32 M=%d K=%d N=%d epilogue=%d\n", M, K, N, static_cast<int>(epilogue));
     const auto a = dev::random_vector(size_t(M) * K, 1), w = dev::random_vector(size_t(N) * K, 2, 1.0f / std::sqrt(K));
     const auto bias = dev::random_vector(N, 3, 0.1f), residual = dev::random_vector(size_t(M) * N, 4);
-    std::vector<double> want, magnitude;
-    reference(a, w, bias, residual, M, N, K, epilogue, want, magnitude);
-    std::vector<double> bound(want.size());
-    for (size_t i = 0; i < bound.size(); ++i) bound[i] = (K + 8) * 1.2e-7 * magnitude[i] + 1e-6;
+    const dev::MatmulReference ref = dev::matmul_reference<float>(a, w, bias, residual, M, N, K, epilogue);
 
     dev::DeviceArray<float> da(a), dw(w), db(bias), dr(residual), dout(size_t(M) * N);
     const std::vector<std::pair<const char*, std::function<void()>>> variants = {
@@ -107,21 +74,9 @@ int main(int argc, char** argv) {
     for (const auto& [name, launch] : variants) {
       dout.zero();
       launch();
-      ok &= dev::validate(name, dout.download(), want, bound);
+      ok &= dev::validate(name, dout.download(), ref.want, ref.bound);
     }
-    // Tails: sizes that are multiples of no tile, for the promoted kernel.
-    for (const auto& [m, k, n] : std::vector<std::tuple<int, int, int>>{{33, 100, 37}, {1, 7, 5}, {5, 1, 3}, {65, 17, 129}}) {
-      const auto ta = dev::random_vector(size_t(m) * k, 5), tw = dev::random_vector(size_t(n) * k, 6);
-      const auto tb = dev::random_vector(n, 7), tr = dev::random_vector(size_t(m) * n, 8);
-      std::vector<double> twant, tmag;
-      reference(ta, tw, tb, tr, m, n, k, Epilogue::kResidual, twant, tmag);
-      std::vector<double> tbound(twant.size());
-      for (size_t i = 0; i < tbound.size(); ++i) tbound[i] = (k + 8) * 1.2e-7 * tmag[i] + 1e-6;
-      dev::DeviceArray<float> xa(ta), xw(tw), xb(tb), xr(tr), xo(size_t(m) * n);
-      matmul_fp32(xa.get(), xw.get(), xb.get(), xr.get(), xo.get(), m, n, k, Epilogue::kResidual, nullptr);
-      ok &= dev::validate("kernel3 tail " + std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n),
-                          xo.download(), twant, tbound);
-    }
+    ok &= dev::check_tails<float>("kernel3", [](auto... args) { matmul_fp32(args..., Epilogue::kResidual, nullptr); });
     const double flop = 2.0 * M * N * K;
     for (const auto& [name, launch] : variants) {
       const double ms = dev::time_ms(launch);

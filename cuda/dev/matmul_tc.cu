@@ -8,45 +8,13 @@
 // (default: ViT-S/32 fc1 at batch 256, 12800 384 1536 1)
 #include <mma.h>
 
-#include "cast.cuh"
-#include "common.h"
 #include "common.cuh"
 #include "epilogue.cuh"
+#include "matmul_reference.h"
 #include "matmul_tc.cuh"
 
 using namespace polyvit_cuda;
 namespace wmma = nvcuda::wmma;
-
-// ---- CPU reference -------------------------------------------------------------------------------
-
-// On the inputs rounded to T, so the only differences left are fp32 accumulation (bounded by
-// K * eps * sum |a w|) and the output rounding.
-template <class T>
-static void reference(const std::vector<float>& a, const std::vector<float>& w, const std::vector<float>& bias,
-                      const std::vector<float>& residual, int M, int N, int K, Epilogue epilogue,
-                      std::vector<double>& out, std::vector<double>& magnitude) {
-  // Large problems are checked on their first rows: enough for every tile column, and seconds
-  // rather than minutes of CPU time.
-  const int rows = static_cast<int>(std::min<long long>(M, std::max(1LL, 2000000000LL / (1LL * N * K))));
-  out.assign(size_t(rows) * N, 0.0);
-  magnitude.assign(size_t(rows) * N, 0.0);
-  for (int m = 0; m < rows; ++m)
-    for (int n = 0; n < N; ++n) {
-      double acc = 0.0, mag = 0.0;
-      for (int k = 0; k < K; ++k) {
-        const double p = double(dev::round_to(a[size_t(m) * K + k], T{})) * dev::round_to(w[size_t(n) * K + k], T{});
-        acc += p;
-        mag += std::fabs(p);
-      }
-      double v = acc + bias[n];
-      if (epilogue == Epilogue::kGeluErf) v = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
-      if (epilogue == Epilogue::kGeluTanh)
-        v = 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
-      if (epilogue == Epilogue::kResidual) v += residual[size_t(m) * N + n];
-      out[size_t(m) * N + n] = v;
-      magnitude[size_t(m) * N + n] = mag + std::fabs(bias[n]) + std::fabs(v);
-    }
-}
 
 // ---- kernels -------------------------------------------------------------------------------------
 
@@ -94,14 +62,11 @@ static bool run(const char* type, int M, int K, int N, Epilogue epilogue) {
   std::printf("matmul_tc %s M=%d K=%d N=%d epilogue=%d\n", type, M, K, N, static_cast<int>(epilogue));
   const auto a = dev::random_vector(size_t(M) * K, 1), w = dev::random_vector(size_t(N) * K, 2, 1.0f / std::sqrt(K));
   const auto bias = dev::random_vector(N, 3, 0.1f), residual = dev::random_vector(size_t(M) * N, 4);
-  std::vector<double> want, magnitude;
-  reference<T>(a, w, bias, residual, M, N, K, epilogue, want, magnitude);
-  std::vector<double> bound(want.size()), bound_rounded(want.size());
-  for (size_t i = 0; i < bound.size(); ++i) {
-    bound[i] = (K + 8) * 1.2e-7 * magnitude[i] + 1e-6;
-    // T output: plus half an ulp of T (at most 2^-8 bf16, 2^-11 fp16, relative), with 2% slack
-    bound_rounded[i] = bound[i] + std::fabs(want[i]) * (std::is_same_v<T, bf16> ? 0.004 : 0.0005);
-  }
+  const dev::MatmulReference ref = dev::matmul_reference<T>(a, w, bias, residual, M, N, K, epilogue);
+  // T output: plus half an ulp of T (at most 2^-8 bf16, 2^-11 fp16, relative), with 2% slack.
+  std::vector<double> bound_rounded(ref.want.size());
+  for (size_t i = 0; i < bound_rounded.size(); ++i)
+    bound_rounded[i] = ref.bound[i] + std::fabs(ref.want[i]) * (std::is_same_v<T, bf16> ? 0.004 : 0.0005);
   dev::DeviceArray<T> da(dev::convert<T>(a)), dw(dev::convert<T>(w));
   dev::DeviceArray<float> db(bias), dr(residual), dout(size_t(M) * N);
   dev::DeviceArray<T> dout_t(size_t(M) * N);
@@ -125,26 +90,13 @@ static bool run(const char* type, int M, int K, int N, Epilogue epilogue) {
   for (const auto& [name, launch] : variants) {
     dout.zero();
     launch();
-    ok &= dev::validate(name, dout.download(), want, bound);
+    ok &= dev::validate(name, dout.download(), ref.want, ref.bound);
   }
   if (epilogue != Epilogue::kResidual) {  // the T-output form the forward uses for qkv and fc1
     matmul_tc<T, T>(da.get(), dw.get(), db.get(), nullptr, dout_t.get(), M, N, K, epilogue, nullptr);
-    ok &= dev::validate("kernel3, output rounded to T", dout_t.download(), want, bound_rounded);
+    ok &= dev::validate("kernel3, output rounded to T", dout_t.download(), ref.want, bound_rounded);
   }
-  // Tails, and K % 8 != 0 (the element-wise load path instead of cp.async).
-  for (const auto& [m, k, n] : std::vector<std::tuple<int, int, int>>{{33, 100, 37}, {1, 7, 5}, {5, 1, 3}, {129, 72, 200}}) {
-    const auto ta = dev::random_vector(size_t(m) * k, 5), tw = dev::random_vector(size_t(n) * k, 6);
-    const auto tb = dev::random_vector(n, 7), tr = dev::random_vector(size_t(m) * n, 8);
-    std::vector<double> twant, tmag;
-    reference<T>(ta, tw, tb, tr, m, n, k, Epilogue::kResidual, twant, tmag);
-    std::vector<double> tbound(twant.size());
-    for (size_t i = 0; i < tbound.size(); ++i) tbound[i] = (k + 8) * 1.2e-7 * tmag[i] + 1e-6;
-    dev::DeviceArray<T> xa(dev::convert<T>(ta)), xw(dev::convert<T>(tw));
-    dev::DeviceArray<float> xb(tb), xr(tr), xo(size_t(m) * n);
-    matmul_tc<T, float>(xa.get(), xw.get(), xb.get(), xr.get(), xo.get(), m, n, k, Epilogue::kResidual, nullptr);
-    ok &= dev::validate("kernel3 tail " + std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n),
-                        xo.download(), twant, tbound);
-  }
+  ok &= dev::check_tails<T>("kernel3", [](auto... args) { matmul_tc<T, float>(args..., Epilogue::kResidual, nullptr); });
   const double flop = 2.0 * M * N * K;
   for (const auto& [name, launch] : variants) {
     const double ms = dev::time_ms(launch);

@@ -28,7 +28,7 @@ CUDA_INCLUDE = "/usr/local/cuda/include"
 # Which kernels each dev program links (as in cuda/dev/Makefile).
 DEV_LINKS = {"attention": ["attention"], "bias_gelu": ["bias_gelu", "matmul_fp32"],
              "layernorm": ["layernorm"], "matmul_fp32": ["matmul_fp32"],
-             "matmul_tc": ["matmul_tc", "cast"], "patchify": ["patchify"]}
+             "matmul_tc": ["matmul_tc"], "patchify": ["patchify"]}
 
 LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^();]*?>)?)<<<(.+?)>>>\(")
 CP_ASYNC_16 = re.compile(r"(void cp_async_16\(void\* smem, const void\* gmem, bool inside\) \{).*?\n\}", re.S)
@@ -78,7 +78,8 @@ def main() -> int:
         (sources / path.name).write_text(rewrite(text) if path.suffix == ".cu" else text)
     for path in (CUDA / "dev").glob("*.cu"):
         (sources / f"dev_{path.name}").write_text(rewrite(path.read_text()))
-    shutil.copy(CUDA / "dev" / "common.h", sources / "common.h")
+    for path in (CUDA / "dev").glob("*.h"):
+        shutil.copy(path, sources / path.name)
 
     emulated = ["g++", "-std=c++20", "-O2", "-fPIC", "-w", "-include", "cuda_emulation.h",
                 f"-I{HERE}", f"-I{sources}", f"-I{CUDA_INCLUDE}"]
