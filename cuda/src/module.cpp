@@ -47,8 +47,7 @@ static ViTShape shape_from(const py::dict& config) {
   const std::string gelu = field<std::string>(config, "gelu");
   if (gelu != "erf" && gelu != "tanh") throw py::value_error("config gelu must be 'erf' or 'tanh', got '" + gelu + "'");
   s.gelu = gelu == "erf" ? Epilogue::kGeluErf : Epilogue::kGeluTanh;
-  s.validate();
-  return s;
+  return s;  // make_engine validates it, with the weights, before touching the device
 }
 
 // Borrowed views of the arrays; the dict keeps them alive while the engine uploads them.
@@ -71,7 +70,6 @@ class Model {
         bool cuda_graph)
       : shape_(shape_from(config)), precision_(precision) {
     const HostWeights host = weights_from(weights);
-    validate_weights(shape_, host);  // before the device: bad weights fail the same everywhere
     py::gil_scoped_release nogil;
     engine_ = make_engine(shape_, host, precision, device, cuda_graph);
     ready_ = std::make_unique<Event>();

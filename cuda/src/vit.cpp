@@ -34,7 +34,8 @@ void ViTShape::validate() const {
           "config: one image's tensors must have fewer than 2^31 elements");
 }
 
-std::vector<std::pair<std::string, std::vector<long long>>> expected_weights(const ViTShape& s) {
+// Every tensor a shape needs, in polyvit.weights.expected_shapes order, with its shape.
+static std::vector<std::pair<std::string, std::vector<long long>>> expected_weights(const ViTShape& s) {
   const long long d = s.embed_dim, m = s.mlp_dim, p = s.patch_size, c = s.in_chans;
   std::vector<std::pair<std::string, std::vector<long long>>> w;
   if (s.patch_norm_pre) {
@@ -77,7 +78,8 @@ static std::string shape_text(const std::vector<long long>& shape) {
   return text + (shape.size() == 1 ? ",)" : ")");
 }
 
-void validate_weights(const ViTShape& s, const HostWeights& weights) {
+// Throws std::invalid_argument naming the first missing, unexpected or misshapen tensor.
+static void validate_weights(const ViTShape& s, const HostWeights& weights) {
   const auto expected = expected_weights(s);
   for (const auto& [name, shape] : expected) {
     const auto it = weights.find(name);

@@ -36,12 +36,6 @@ struct HostTensor {
 };
 using HostWeights = std::map<std::string, HostTensor>;
 
-// Every tensor a shape needs, in polyvit.weights.expected_shapes order, with its shape.
-std::vector<std::pair<std::string, std::vector<long long>>> expected_weights(const ViTShape& s);
-
-// Throws std::invalid_argument naming the first missing, unexpected or misshapen tensor.
-void validate_weights(const ViTShape& s, const HostWeights& weights);
-
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -59,6 +53,8 @@ class Engine {
 
 // precision: "fp32" (CUDA-core fp32 GEMMs), "bf16" or "fp16" (tensor cores, fp32 accumulate).
 // use_graph: capture each batch size's forward once as a CUDA graph and replay it.
+// The precision, the shape and every weight (name and shape) are checked before the device is
+// touched: std::invalid_argument names the first problem.
 std::unique_ptr<Engine> make_engine(const ViTShape& shape, const HostWeights& weights,
                                     const std::string& precision, int device, bool use_graph);
 
