@@ -347,9 +347,10 @@ class MojoBackend(Backend):
         return MojoOps(kernels())
 
     def __init__(self, config: ViTConfig, weights: Mapping[str, np.ndarray],
-                 precision: str = "fp32", threads: int | None = None) -> None:
-        options = {} if threads is None else {"threads": threads}
-        super().__init__(config, weights, precision, **options)
+                 precision: str = "fp32", threads: int | None = None, **options: Any) -> None:
+        if threads is not None:
+            options["threads"] = threads
+        super().__init__(config, weights, precision, **options)  # rejects unknown options
         from ..weights import as_float32, validate
 
         self._threads = resolve_threads(threads)

@@ -183,6 +183,7 @@ def build(compiler: str | None = None, sources: Path | None = None) -> Path:
                          "-o", str(staging / LIB_NAME)], cwd=str(staging))
             if done.returncode != 0 or not (staging / LIB_NAME).is_file():
                 message = "\n".join(s.strip() for s in (done.stderr, done.stdout) if s.strip())
+                message = message.replace(str(staging / "src"), str(sources))  # name the originals
                 raise MojoBuildError(
                     f"building the Mojo kernels with {compiler} "
                     f"({compiler_version(compiler)}) failed with exit status "
