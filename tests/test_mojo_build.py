@@ -143,3 +143,11 @@ def test_concurrent_first_builds_make_one_library(compiler, tmp_path):
     libraries = list((tmp_path / "cache").rglob(mojo_build.LIB_NAME))
     assert [str(p) for p in libraries] == list(paths)
     assert not list((tmp_path / "cache").rglob("build-*")), "staging directories left behind"
+
+
+def test_an_unwritable_cache_is_reported(compiler, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("POLYVIT_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(BackendError, match="POLYVIT_CACHE_DIR to a writable directory"):
+        mojo_build.build(compiler)

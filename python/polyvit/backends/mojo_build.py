@@ -9,13 +9,16 @@ an atomic rename, so no process ever loads a half-written file.
 
 Environment: POLYVIT_MOJO (the `mojo` executable; default: next to this Python, then PATH),
 POLYVIT_CACHE_DIR (default: $XDG_CACHE_HOME/polyvit, else ~/.cache/polyvit),
-POLYVIT_MOJO_SOURCES (a directory of .mojo sources to build instead of the packaged ones).
+POLYVIT_MOJO_SOURCES (a directory of .mojo sources to build instead of the packaged ones),
+POLYVIT_MOJO_FLAGS (extra compiler flags, e.g. "--target-cpu haswell" to build for AVX2).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -135,6 +138,10 @@ def availability() -> tuple[bool, str]:
 # ---- the cache ---------------------------------------------------------------------------------
 
 
+def build_flags() -> list[str]:
+    return [*BUILD_FLAGS, *shlex.split(os.environ.get("POLYVIT_MOJO_FLAGS", ""))]
+
+
 def cache_key(compiler: str, sources: Path) -> str:
     """"<compiler version>-<hash>": the hash covers every source, the compiler's version and
     target, and the build flags."""
@@ -143,9 +150,9 @@ def cache_key(compiler: str, sources: Path) -> str:
     for path in sorted(sources.glob("*.mojo")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     for part in (version, effective_target(compiler, str(sources / ROOT_SOURCE)),
-                 " ".join(BUILD_FLAGS)):
+                 " ".join(build_flags())):
         digest.update(part.encode() + b"\0")
-    slug = "".join(c if c.isalnum() or c in ".-" else "-" for c in version.lower()).strip("-")
+    slug = "-".join(re.findall(r"[a-z0-9.]+", version.lower()))  # "mojo-1.2.0-2016d0cd"
     return f"{slug}-{digest.hexdigest()[:20]}"
 
 
@@ -165,10 +172,15 @@ def build(compiler: str | None = None, sources: Path | None = None) -> Path:
     library = entry / LIB_NAME
     if library.is_file():
         return library
-    entry.mkdir(parents=True, exist_ok=True)
+    try:
+        entry.mkdir(parents=True, exist_ok=True)
+        lock = open(entry / "build.lock", "w")
+    except OSError as exc:
+        raise BackendError(f"cannot write the Mojo kernel cache {entry} ({exc}); set "
+                           "POLYVIT_CACHE_DIR to a writable directory") from None
     import fcntl
 
-    with open(entry / "build.lock", "w") as lock:
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when we die
         if library.is_file():  # another process built it while we waited
             return library
@@ -179,7 +191,7 @@ def build(compiler: str | None = None, sources: Path | None = None) -> Path:
             # compile a private copy: the sources the key hashed, even if the originals change
             shutil.copytree(sources, staging / "src", ignore=shutil.ignore_patterns("*.so"))
             start = time.perf_counter()
-            done = _run([compiler, "build", str(staging / "src" / ROOT_SOURCE), *BUILD_FLAGS,
+            done = _run([compiler, "build", str(staging / "src" / ROOT_SOURCE), *build_flags(),
                          "-o", str(staging / LIB_NAME)], cwd=str(staging))
             if done.returncode != 0 or not (staging / LIB_NAME).is_file():
                 message = "\n".join(s.strip() for s in (done.stderr, done.stdout) if s.strip())
@@ -205,7 +217,12 @@ _load_lock = threading.Lock()
 def _load_cached() -> "object":
     import ctypes
 
-    return ctypes.CDLL(str(build()))
+    library = build()
+    try:
+        return ctypes.CDLL(str(library))
+    except OSError as exc:
+        raise BackendError(f"cannot load the cached Mojo kernels {library} ({exc}); delete "
+                           f"{library.parent} to rebuild them") from None
 
 
 def load_library():
