@@ -137,8 +137,14 @@ class Team:
                 fn(0)
             except BaseException as exc:
                 error = exc
-            for _ in self._inboxes:
-                result = self._done.get()
+            pending = len(self._inboxes)
+            while pending:
+                try:
+                    result = self._done.get()
+                except BaseException as exc:  # e.g. Ctrl-C: the workers still write into the
+                    error = error or exc      # caller's buffers, so wait for them first
+                    continue
+                pending -= 1
                 if result is not None and error is None:
                     error = result
             if error is not None:
