@@ -224,8 +224,7 @@ def pad_bias(bias: np.ndarray | None, n: int, nr: int) -> np.ndarray:
 
 
 def flat(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
-    return a
+    return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
 
 
 def _address(a: np.ndarray) -> int:
