@@ -109,8 +109,9 @@ def query_block[r: Int](q: F32Ptr, kt: F32Ptr, v: F32Ptr, s: F32Ptr, o: F32Ptr, 
 
 
 def attention(qkv: F32Ptr, y: F32Ptr, scratch: F32Ptr, b: Int, t: Int, d: Int, heads: Int,
-              tid: Int, nthreads: Int):
-    """Attention of qkv (B, T, 3D) packed q|k|v into y (B, T, D); this thread's (batch, head) pairs."""
+              q_rows: Int, tid: Int, nthreads: Int):
+    """Attention of qkv (B, T, 3D) packed q|k|v into y (B, T, D) for the first q_rows queries of
+    each image (T, or 1: the class token); this thread's (batch, head) pairs."""
     var hd = d // heads
     var tp = (t + W - 1) // W * W
     var kt = scratch                        # (hd, TP): K^T of one head, scaled, zero past T
@@ -134,11 +135,11 @@ def attention(qkv: F32Ptr, y: F32Ptr, scratch: F32Ptr, b: Int, t: Int, d: Int, h
             for j in range(t, tp):
                 row[unsafe_offset=j] = 0
         var i = 0
-        while i + QROWS <= t:
+        while i + QROWS <= q_rows:
             query_block[QROWS](q.unsafe_offset(i * ld), kt, v, s, o.unsafe_offset(i * d), ld,
                                d, t, tp, hd)
             i += QROWS
         comptime for r in range(1, QROWS):
-            if t - i == r:
+            if q_rows - i == r:
                 query_block[r](q.unsafe_offset(i * ld), kt, v, s, o.unsafe_offset(i * d), ld, d,
                                t, tp, hd)

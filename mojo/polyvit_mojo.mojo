@@ -154,7 +154,7 @@ def polyvit_attention(qkv: Int, qkv_len: Int, y: Int, y_len: Int, scratch: Int,
     if status != 0:
         return status
     attention(ptr_at(qkv), ptr_at(y), ptr_at(scratch).unsafe_offset(tid * per_thread), b, t,
-              d, heads, tid, nthreads)
+              d, heads, t, tid, nthreads)
     return 0
 
 

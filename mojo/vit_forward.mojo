@@ -233,6 +233,11 @@ def vit_forward(dims: ViTDims, table: I64Ptr, images: F32Ptr, logits: F32Ptr, ws
 
     for i in range(dims.depth):
         var bl = WT_BLOCKS + BL_LEN * i
+        # Only the class tokens reach the head, so after the keys and values of the last block
+        # its queries, projection and MLP run on the B class-token rows alone (T * D apart).
+        var last = i == dims.depth - 1
+        var rows = batch if last else bt
+        var ld = t * d if last else d
         # x = x + proj(attention(qkv(norm1(x))))
         layernorm(x, d, weight(table, bl + BL_NORM1_W), weight(table, bl + BL_NORM1_B), h, d,
                   bt, d, eps, tid, nthreads)
@@ -240,20 +245,20 @@ def vit_forward(dims: ViTDims, table: I64Ptr, images: F32Ptr, logits: F32Ptr, ws
         gemm[EPI_BIAS](h, d, weight(table, bl + BL_QKV), weight(table, bl + BL_QKV_B), big,
                        3 * d, big, 3 * d, bt, 3 * d, d, tid, nthreads)
         barrier(state, nthreads)
-        attention(big, h, scratch, batch, t, d, dims.heads, tid, nthreads)
+        attention(big, h, scratch, batch, t, d, dims.heads, 1 if last else t, tid, nthreads)
         barrier(state, nthreads)
-        gemm[EPI_RESIDUAL](h, d, weight(table, bl + BL_PROJ), weight(table, bl + BL_PROJ_B), x,
-                           d, x, d, bt, d, d, tid, nthreads)
+        gemm[EPI_RESIDUAL](h, ld, weight(table, bl + BL_PROJ), weight(table, bl + BL_PROJ_B), x,
+                           ld, x, ld, rows, d, d, tid, nthreads)
         barrier(state, nthreads)
-        # x = x + fc2(gelu(fc1(norm2(x))))
-        layernorm(x, d, weight(table, bl + BL_NORM2_W), weight(table, bl + BL_NORM2_B), h, d,
-                  bt, d, eps, tid, nthreads)
+        # x = x + fc2(gelu(fc1(norm2(x)))); norm2 writes its rows packed, (rows, D)
+        layernorm(x, ld, weight(table, bl + BL_NORM2_W), weight(table, bl + BL_NORM2_B), h, d,
+                  rows, d, eps, tid, nthreads)
         barrier(state, nthreads)
         gemm_any(gelu, h, d, weight(table, bl + BL_FC1), weight(table, bl + BL_FC1_B), big,
-                 dims.mlp, big, dims.mlp, bt, dims.mlp, d, tid, nthreads)
+                 dims.mlp, big, dims.mlp, rows, dims.mlp, d, tid, nthreads)
         barrier(state, nthreads)
         gemm[EPI_RESIDUAL](big, dims.mlp, weight(table, bl + BL_FC2),
-                           weight(table, bl + BL_FC2_B), x, d, x, d, bt, d, dims.mlp, tid,
+                           weight(table, bl + BL_FC2_B), x, ld, x, ld, rows, d, dims.mlp, tid,
                            nthreads)
         barrier(state, nthreads)
 
