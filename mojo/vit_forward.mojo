@@ -242,8 +242,18 @@ def vit_forward(dims: ViTDims, table: I64Ptr, images: F32Ptr, logits: F32Ptr, ws
         layernorm(x, d, weight(table, bl + BL_NORM1_W), weight(table, bl + BL_NORM1_B), h, d,
                   bt, d, eps, tid, nthreads)
         barrier(state, nthreads)
-        gemm[EPI_BIAS](h, d, weight(table, bl + BL_QKV), weight(table, bl + BL_QKV_B), big,
-                       3 * d, big, 3 * d, bt, 3 * d, d, tid, nthreads)
+        var wqkv = weight(table, bl + BL_QKV)
+        var bqkv = weight(table, bl + BL_QKV_B)
+        if last and d % NR == 0:
+            # keys and values of every token (the panels past the first D columns), then the
+            # class tokens' queries; the two GEMMs write disjoint columns, so no barrier between
+            var qp = d // NR
+            gemm[EPI_BIAS](h, d, wqkv.unsafe_offset(qp * d * NR), bqkv.unsafe_offset(d),
+                           big.unsafe_offset(d), 3 * d, big, 3 * d, bt, 2 * d, d, tid, nthreads)
+            gemm[EPI_BIAS](h, t * d, wqkv, bqkv, big, t * 3 * d, big, 3 * d, batch, d, d, tid,
+                           nthreads)
+        else:
+            gemm[EPI_BIAS](h, d, wqkv, bqkv, big, 3 * d, big, 3 * d, bt, 3 * d, d, tid, nthreads)
         barrier(state, nthreads)
         attention(big, h, scratch, batch, t, d, dims.heads, 1 if last else t, tid, nthreads)
         barrier(state, nthreads)
