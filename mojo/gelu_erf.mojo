@@ -3,7 +3,7 @@
 
 from std.math import erf
 
-from common import F32Ptr, W, F32V, share_begin
+from common import F32Ptr, W, share_begin
 
 comptime INV_SQRT2: Float32 = 0.7071067811865476
 

@@ -3,7 +3,7 @@
 
 from std.math import tanh
 
-from common import F32Ptr, W, F32V, share_begin
+from common import F32Ptr, W, share_begin
 
 comptime SQRT_2_OVER_PI: Float32 = 0.7978845608028654
 

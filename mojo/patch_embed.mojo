@@ -2,7 +2,7 @@
 # optional LayerNorm over each flattened patch (patch_norm_pre), and the token rows that follow
 # the projection: class token, optional LayerNorm of each embedding (patch_norm_post), position.
 
-from common import F32Ptr, W, F32V, share_begin
+from common import F32Ptr, W, share_begin
 from layernorm import layernorm_row
 
 

@@ -8,13 +8,13 @@
 # fail the checks and none waits at a barrier for a thread that returned early.
 
 from attention import attention, attention_scratch_floats
-from common import F32Ptr, I64Ptr, ptr_at
+from common import I64Ptr, ptr_at
 from gelu_erf import bias_gelu_erf
 from gelu_tanh import bias_gelu_tanh
 from gemm import gemm_any, NR, EPI_RESIDUAL
 from layernorm import layernorm
-from vit_forward import CFG_LEN, ViTDims, read_dims, smul, packed_floats, padded_floats, \
-    vit_forward, workspace
+from vit_forward import CFG_LEN, packed_floats, padded_floats, read_dims, smul, vit_forward, \
+    workspace
 
 comptime ABI_VERSION = 1
 
