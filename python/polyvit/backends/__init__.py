@@ -13,6 +13,7 @@ from ..errors import BackendError
 _REGISTRY: dict[str, str] = {
     "torch": "polyvit.backends.torch_backend:TorchBackend",
     "mojo": "polyvit.backends.mojo_backend:MojoBackend",
+    "cuda": "polyvit.backends.cuda_backend:CudaBackend",
 }
 
 
