@@ -160,6 +160,15 @@ def test_update_docs_replaces_only_its_section(tmp_path):
     assert text.count("<!-- vit-bench:cpu -->") == 1
 
 
+def test_update_docs_writes_only_the_matrix_where_a_readme_asks_for_it(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- vit-bench:cpu-matrix -->\nold\n<!-- /vit-bench:cpu-matrix -->\nend\n")
+    bench_cli.update_docs(readme, "cpu", "## full report\n| matrix |", "| matrix |")
+    text = readme.read_text()
+    assert "| matrix |" in text and "full report" not in text and "old" not in text
+    assert text.endswith("end\n")
+
+
 def test_kernel_benchmarks_run(tmp_path):
     """The pytest-benchmark suite stays runnable (one call each, no timing)."""
     pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed")

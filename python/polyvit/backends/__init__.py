@@ -12,6 +12,8 @@ from ..errors import BackendError
 # name -> "module:Class", imported on first use
 _REGISTRY: dict[str, str] = {
     "torch": "polyvit.backends.torch_backend:TorchBackend",
+    "mojo": "polyvit.backends.mojo_backend:MojoBackend",
+    "cuda": "polyvit.backends.cuda_backend:CudaBackend",
     "sycl": "polyvit.backends.sycl_backend:SyclBackend",
 }
 

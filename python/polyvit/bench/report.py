@@ -114,6 +114,13 @@ def feature_matrix(records: list[Record], statuses: dict) -> list[str]:
     return lines
 
 
+def matrix_summary(info: dict, records: list[Record], statuses: dict) -> str:
+    """The feature matrix with one line saying where and when it was measured (for a README)."""
+    return "\n".join([f"Measured on {info['cpu']}, {info['cores']} cores, GPU: "
+                       f"{info['gpu'] or 'none'}, {info['date']}:", "",
+                       *feature_matrix(records, statuses)])
+
+
 def measurements(records: list[Record]) -> list[str]:
     lines = ["| runner | precision | batch | ms/img (median) | IQR | img/s | max\\|Δlogit\\| | "
              "top-1 | parity | vs best peer |", "|---|---|---|---|---|---|---|---|---|---|"]

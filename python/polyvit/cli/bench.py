@@ -58,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="threads for every runner (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--out", default="bench-out", help="folder for results.json/.md/.png")
-    p.add_argument("--update-docs", metavar="PATH",
-                   help="also replace the CPU (or GPU) section of this markdown file")
+    p.add_argument("--update-docs", metavar="PATH", action="append",
+                   help="also write the results into this markdown file (repeatable): between "
+                        "its <!-- vit-bench:cpu --> (or gpu) markers the whole report, between "
+                        "<!-- vit-bench:cpu-matrix --> markers the feature matrix only")
     return p
 
 
@@ -86,14 +88,21 @@ def resolve_precisions(requested: list[str] | None, names: list[str]) -> list[st
     return requested
 
 
-def update_docs(path: Path, section: str, markdown: str) -> None:
-    """Replace the text between <!-- vit-bench:SECTION --> markers (appended if absent)."""
-    begin, end = f"<!-- vit-bench:{section} -->", f"<!-- /vit-bench:{section} -->"
-    block = f"{begin}\n{markdown.strip()}\n{end}"
+def update_docs(path: Path, section: str, markdown: str, matrix: str = "") -> None:
+    """Write the report between the file's <!-- vit-bench:SECTION --> markers and the feature
+    matrix between its <!-- vit-bench:SECTION-matrix --> markers (a README shows only the
+    matrix); a file with neither gets the report appended."""
     text = path.read_text() if path.exists() else "# Results\n"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else \
-        text.rstrip() + "\n\n" + block + "\n"
+    found = False
+    for name, content in ((section, markdown), (f"{section}-matrix", matrix)):
+        begin, end = f"<!-- vit-bench:{name} -->", f"<!-- /vit-bench:{name} -->"
+        pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+        if content and pattern.search(text):
+            block = f"{begin}\n{content.strip()}\n{end}"
+            text, found = pattern.sub(lambda _: block, text), True
+    if not found:
+        text = (text.rstrip() + f"\n\n<!-- vit-bench:{section} -->\n{markdown.strip()}\n"
+                f"<!-- /vit-bench:{section} -->\n")
     path.write_text(text)
 
 
@@ -139,8 +148,9 @@ def _main(argv: list[str] | None) -> int:
     report.write_json(out / "results.json", info, settings, records, statuses, notes)
     markdown = report.write_markdown(out / "results.md", info, settings, records, statuses, notes)
     chart = report.write_chart(out / "results.png", records, info)
-    if args.update_docs:
-        update_docs(Path(args.update_docs), "gpu" if gpu else "cpu", markdown)
+    matrix = report.matrix_summary(info, records, statuses)
+    for path in args.update_docs or []:
+        update_docs(Path(path), "gpu" if gpu else "cpu", markdown, matrix)
     print(markdown)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}"
           f"{', ' + str(out / 'results.png') if chart else ' (no chart: matplotlib missing)'}",
