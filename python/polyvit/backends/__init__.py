@@ -14,6 +14,7 @@ _REGISTRY: dict[str, str] = {
     "torch": "polyvit.backends.torch_backend:TorchBackend",
     "mojo": "polyvit.backends.mojo_backend:MojoBackend",
     "cuda": "polyvit.backends.cuda_backend:CudaBackend",
+    "sycl": "polyvit.backends.sycl_backend:SyclBackend",
 }
 
 

@@ -26,6 +26,11 @@ UNTRAINED_NOTE = (
     "ViTForImageClassification folder or a miguelmartin75/vit checkpoint; see weights/README.md.")
 
 
+def _device(value: str) -> int | str:
+    """A device index (cuda) as an int, anything else as a SYCL filter string (sycl)."""
+    return int(value) if value.isdigit() else value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vit-run",
@@ -45,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-heads", type=positive_int,
                    help="head count, for checkpoints that do not record it")
     p.add_argument("--threads", type=positive_int, help="threads for the backend")
+    p.add_argument("--device", type=_device,
+                   help="the sycl backend's SYCL filter string, e.g. opencl:cpu (default) or "
+                        "level_zero:gpu; the cuda backend's device index, e.g. 0")
     p.add_argument("--five-crop", action="store_true",
                    help="average the softmax over five crops (the seed checkpoint's evaluation)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
@@ -112,8 +120,14 @@ def _describe_weights(source: str, cfg: ViTConfig) -> str:
 
 def run_one(args: argparse.Namespace, paths: list[str], crops: str) -> int:
     options = {"threads": args.threads} if args.threads else {}
+    cls = backends.require(args.backend)
+    if args.device is not None:
+        if "device" not in cls.options:
+            raise BackendError(f"--device chooses the device of the sycl and cuda backends; "
+                               f"backend {args.backend!r} takes no device")
+        options["device"] = args.device
     cfg, tensors, source = resolve_weights(args.weights, _config_arg(args), args.num_heads)
-    model = Model(backends.require(args.backend)(cfg, tensors, args.precision, **options), source)
+    model = Model(cls(cfg, tensors, args.precision, **options), source)
     _note_untrained(args)
     names = class_names(cfg.num_classes)
     n_crops = 5 if crops == "five" else 1
@@ -181,6 +195,8 @@ def run_all(args: argparse.Namespace, paths: list[str], crops: str) -> int:
                          "skipped": f"no {args.precision}"})
             continue
         options = {"threads": args.threads} if args.threads and "threads" in cls.options else {}
+        if args.device is not None and "device" in cls.options:
+            options["device"] = args.device
         model = Model(cls(cfg, tensors, args.precision, **options), source)
         model(x_all[0])  # warm-up: first calls may build caches or kernels
         seconds, outs = 0.0, []
