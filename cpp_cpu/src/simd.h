@@ -1,0 +1,202 @@
+// simd.h — one float vector type per instruction set, picked by the flags of the file that
+// includes it (each kernel file is compiled once per ISA, see CMakeLists.txt).
+//
+// Everything here is in an anonymous namespace on purpose: the same inline function compiled
+// with -mavx512f in one object and without it in another must not be merged by the linker,
+// or the baseline path could end up running AVX-512 code.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+// ---- vector type -------------------------------------------------------------------------------
+
+#if defined(__AVX512F__)
+
+constexpr int W = 16;  // floats per vector
+struct V { __m512 v; };
+inline V zero() { return {_mm512_setzero_ps()}; }
+inline V set1(float x) { return {_mm512_set1_ps(x)}; }
+inline V load(const float* p) { return {_mm512_loadu_ps(p)}; }
+inline void store(float* p, V x) { _mm512_storeu_ps(p, x.v); }
+inline __mmask16 lanes(int n) { return (__mmask16)((1u << n) - 1u); }  // n in [0, 16]
+inline V load_n(const float* p, int n) { return {_mm512_maskz_loadu_ps(lanes(n), p)}; }
+inline V load_n_or(const float* p, int n, float fill) {  // lanes past n hold fill
+  return {_mm512_mask_loadu_ps(_mm512_set1_ps(fill), lanes(n), p)};
+}
+inline void store_n(float* p, V x, int n) { _mm512_mask_storeu_ps(p, lanes(n), x.v); }
+inline V add(V a, V b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline V sub(V a, V b) { return {_mm512_sub_ps(a.v, b.v)}; }
+inline V mul(V a, V b) { return {_mm512_mul_ps(a.v, b.v)}; }
+inline V div(V a, V b) { return {_mm512_div_ps(a.v, b.v)}; }
+inline V fma(V a, V b, V c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }  // a * b + c
+inline V max(V a, V b) { return {_mm512_max_ps(a.v, b.v)}; }
+inline V min(V a, V b) { return {_mm512_min_ps(a.v, b.v)}; }
+inline V abs(V a) { return {_mm512_abs_ps(a.v)}; }
+inline V copysign(V mag, V sign) {  // |mag| with the sign of sign
+  const __m512i s = _mm512_set1_epi32(INT32_MIN);
+  return {_mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+      _mm512_castps_si512(sign.v), _mm512_castps_si512(mag.v), s, 0xE4))};
+}
+inline float reduce_add(V a) { return _mm512_reduce_add_ps(a.v); }
+inline float reduce_max(V a) { return _mm512_reduce_max_ps(a.v); }
+inline V round_nearest(V a) { return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT)}; }
+inline V pow2i(V n) {  // 2^n for integral n in [-126, 127]
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n.v),
+                                                       _mm512_set1_epi32(127)), 23);
+  return {_mm512_castsi512_ps(e)};
+}
+
+#elif defined(__AVX2__)
+
+constexpr int W = 8;
+struct V { __m256 v; };
+alignas(32) constexpr int32_t kLaneMask[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                               0, 0, 0, 0, 0, 0, 0, 0};
+inline __m256i lanes(int n) {  // n in [0, 8]
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLaneMask + 8 - n));
+}
+inline V zero() { return {_mm256_setzero_ps()}; }
+inline V set1(float x) { return {_mm256_set1_ps(x)}; }
+inline V load(const float* p) { return {_mm256_loadu_ps(p)}; }
+inline void store(float* p, V x) { _mm256_storeu_ps(p, x.v); }
+inline V load_n(const float* p, int n) { return {_mm256_maskload_ps(p, lanes(n))}; }
+inline V load_n_or(const float* p, int n, float fill) {
+  const __m256i m = lanes(n);
+  return {_mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m))};
+}
+inline void store_n(float* p, V x, int n) { _mm256_maskstore_ps(p, lanes(n), x.v); }
+inline V add(V a, V b) { return {_mm256_add_ps(a.v, b.v)}; }
+inline V sub(V a, V b) { return {_mm256_sub_ps(a.v, b.v)}; }
+inline V mul(V a, V b) { return {_mm256_mul_ps(a.v, b.v)}; }
+inline V div(V a, V b) { return {_mm256_div_ps(a.v, b.v)}; }
+inline V fma(V a, V b, V c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+inline V max(V a, V b) { return {_mm256_max_ps(a.v, b.v)}; }
+inline V min(V a, V b) { return {_mm256_min_ps(a.v, b.v)}; }
+inline V abs(V a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
+inline V copysign(V mag, V sign) {
+  const __m256 s = _mm256_set1_ps(-0.0f);
+  return {_mm256_or_ps(_mm256_andnot_ps(s, mag.v), _mm256_and_ps(s, sign.v))};
+}
+inline float reduce_add(V a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+inline float reduce_max(V a) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+inline V round_nearest(V a) {
+  return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+}
+inline V pow2i(V n) {
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v),
+                                                       _mm256_set1_epi32(127)), 23);
+  return {_mm256_castsi256_ps(e)};
+}
+
+#else  // portable C++: fixed-size arrays the compiler maps onto whatever SIMD the target has
+
+constexpr int W = 4;
+struct V { float v[W]; };
+#define PV_LANEWISE(expr) V r; for (int i = 0; i < W; ++i) r.v[i] = (expr); return r
+inline V zero() { PV_LANEWISE(0.0f); }
+inline V set1(float x) { PV_LANEWISE(x); }
+inline V load(const float* p) { PV_LANEWISE(p[i]); }
+inline void store(float* p, V x) { for (int i = 0; i < W; ++i) p[i] = x.v[i]; }
+inline V load_n(const float* p, int n) { PV_LANEWISE(i < n ? p[i] : 0.0f); }
+inline V load_n_or(const float* p, int n, float fill) { PV_LANEWISE(i < n ? p[i] : fill); }
+inline void store_n(float* p, V x, int n) { for (int i = 0; i < n; ++i) p[i] = x.v[i]; }
+inline V add(V a, V b) { PV_LANEWISE(a.v[i] + b.v[i]); }
+inline V sub(V a, V b) { PV_LANEWISE(a.v[i] - b.v[i]); }
+inline V mul(V a, V b) { PV_LANEWISE(a.v[i] * b.v[i]); }
+inline V div(V a, V b) { PV_LANEWISE(a.v[i] / b.v[i]); }
+inline V fma(V a, V b, V c) { PV_LANEWISE(__builtin_fmaf(a.v[i], b.v[i], c.v[i])); }
+inline V max(V a, V b) { PV_LANEWISE(a.v[i] > b.v[i] ? a.v[i] : b.v[i]); }
+inline V min(V a, V b) { PV_LANEWISE(a.v[i] < b.v[i] ? a.v[i] : b.v[i]); }
+inline V abs(V a) { PV_LANEWISE(__builtin_fabsf(a.v[i])); }
+inline V copysign(V mag, V sign) { PV_LANEWISE(__builtin_copysignf(mag.v[i], sign.v[i])); }
+inline float reduce_add(V a) { return (a.v[0] + a.v[2]) + (a.v[1] + a.v[3]); }
+inline float reduce_max(V a) {
+  const float x = a.v[0] > a.v[1] ? a.v[0] : a.v[1], y = a.v[2] > a.v[3] ? a.v[2] : a.v[3];
+  return x > y ? x : y;
+}
+inline V round_nearest(V a) { PV_LANEWISE(__builtin_nearbyintf(a.v[i])); }
+inline V pow2i(V n) {
+  V r;
+  for (int i = 0; i < W; ++i) {
+    const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n.v[i]) + 127) << 23;
+    std::memcpy(&r.v[i], &bits, sizeof bits);
+  }
+  return r;
+}
+#undef PV_LANEWISE
+
+#endif
+
+// ---- small integer helpers (no <algorithm>: its templates would be shared across ISAs) ---------
+
+inline int imin(int a, int b) { return a < b ? a : b; }
+inline int imax(int a, int b) { return a > b ? a : b; }
+inline long lmin(long a, long b) { return a < b ? a : b; }
+
+// ---- transcendental functions ------------------------------------------------------------------
+
+// e^x to about 1 ulp: x = n ln2 + r with |r| <= ln2/2, then a degree-7 Taylor polynomial (its
+// truncation error 0.35^8/8! ~ 6e-9 is below half an ulp). Inputs are clamped so 2^n stays a
+// normal float: e^x underflows to ~1e-38 instead of 0, which no caller can tell apart.
+inline V exp(V x) {
+  x = min(max(x, set1(-87.0f)), set1(88.3f));
+  const V n = round_nearest(mul(x, set1(1.44269504088896341f)));
+  V r = fma(n, set1(-0.693145751953125f), x);      // ln2 split in a high part exact in float
+  r = fma(n, set1(-1.428606765330187e-06f), r);    // and the low remainder
+  V p = set1(1.0f / 5040.0f);
+  p = fma(p, r, set1(1.0f / 720.0f));
+  p = fma(p, r, set1(1.0f / 120.0f));
+  p = fma(p, r, set1(1.0f / 24.0f));
+  p = fma(p, r, set1(1.0f / 6.0f));
+  p = fma(p, r, set1(0.5f));
+  p = fma(p, r, set1(1.0f));
+  p = fma(p, r, set1(1.0f));
+  return mul(p, pow2i(n));
+}
+
+// erf(x) by Abramowitz & Stegun 7.1.26 (max abs error 1.5e-7, the formula torch's vectorised
+// CPU erf uses): 1 - t (a1 + a2 t + ... + a5 t^4) e^{-x^2}, t = 1 / (1 + p |x|).
+inline V erf(V x) {
+  const V ax = abs(x);
+  const V t = div(set1(1.0f), fma(set1(0.3275911f), ax, set1(1.0f)));
+  V poly = set1(1.061405429f);
+  poly = fma(poly, t, set1(-1.453152027f));
+  poly = fma(poly, t, set1(1.421413741f));
+  poly = fma(poly, t, set1(-0.284496736f));
+  poly = fma(poly, t, set1(0.254829592f));
+  const V e = exp(mul(sub(zero(), ax), ax));
+  const V y = sub(set1(1.0f), mul(mul(poly, t), e));
+  return copysign(y, x);
+}
+
+// Exact GELU: x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
+inline V gelu_erf(V x) {
+  const V half_x = mul(x, set1(0.5f));
+  return fma(half_x, erf(mul(x, set1(0.70710678118654752f))), half_x);
+}
+
+// tanh GELU: 0.5 x (1 + tanh(u)) = x / (1 + e^{-2u}), u = sqrt(2/pi) (x + 0.044715 x^3);
+// the sigmoid form has no cancellation for negative x.
+inline V gelu_tanh(V x) {
+  const V x2 = mul(x, x);
+  const V u2 = mul(mul(x, set1(-2.0f * 0.7978845608028654f)),
+                   fma(x2, set1(0.044715f), set1(1.0f)));  // -2u
+  return div(x, add(set1(1.0f), exp(u2)));
+}
+
+}  // namespace
