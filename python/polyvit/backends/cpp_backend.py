@@ -54,9 +54,11 @@ class CppBackend(Backend):
         return True, ""
 
     def __init__(self, config: ViTConfig, weights: Mapping[str, np.ndarray],
-                 precision: str = "fp32", threads: int | None = None, isa: str = "auto") -> None:
-        options = {k: v for k, v in (("threads", threads), ("isa", isa)) if v is not None}
+                 precision: str = "fp32", **options: Any) -> None:
+        """options: threads (default OMP_NUM_THREADS, else all cores); isa (auto, avx512,
+        avx2, generic: which kernel set runs; auto picks the best this CPU has)."""
         super().__init__(config, weights, precision, **options)
+        threads, isa = options.get("threads"), options.get("isa", "auto")
         ok, why = self.supports(precision)
         if not ok:
             raise BackendError(why)
