@@ -155,7 +155,13 @@ void Model::release(std::unique_ptr<Workspace> ws) {
 
 // ---- forward -----------------------------------------------------------------------------------
 
-void Model::forward(const float* images, int batch, float* logits) {
+const char* Model::op_name(int op) {
+  static const char* const names[kOps] = {"patch_embed", "layernorm", "qkv", "attention",
+                                          "proj", "fc1", "fc2", "head"};
+  return names[op];
+}
+
+void Model::forward(const float* images, int batch, float* logits, double* seconds) {
   std::unique_ptr<Workspace> ws = acquire(batch);
   const Dims& d = d_;
   const Kernels& k = *engine_.f32;
@@ -167,6 +173,14 @@ void Model::forward(const float* images, int batch, float* logits) {
   const Epilogue gelu = d.gelu_tanh ? Epilogue::GeluTanh : Epilogue::GeluErf;
 
   parallel(threads_, [&](Team t) {
+    // after a barrier, the team's first thread books the time since its last mark to op
+    double last = seconds && t.id == 0 ? omp_get_wtime() : 0.0;
+    auto mark = [&](Op op) {
+      if (!seconds || t.id) return;
+      const double now = omp_get_wtime();
+      seconds[op] += now - last;
+      last = now;
+    };
     long r0, r1;
     // patch embedding: im2col (+ LayerNorm over each flattened patch), GEMM into h
     t.split(prows, &r0, &r1);
@@ -177,6 +191,7 @@ void Model::forward(const float* images, int batch, float* logits) {
                   static_cast<int>(r1 - r0), d.patch_dim(), norm_pre_w_.data(),
                   norm_pre_b_.data(), d.eps);
     barrier();
+    mark(kPatchEmbed);
     linear(engine_, patch_, ws->patches.data(), d.patch_dim(), prows, h, D, Epilogue::Bias,
            nullptr, 0, op, t);
     barrier();
@@ -184,25 +199,33 @@ void Model::forward(const float* images, int batch, float* logits) {
     assemble_tokens(k, h, cls_.data(), pos_.data(), d.norm_post ? norm_post_w_.data() : nullptr,
                     norm_post_b_.data(), d.eps, T, D, x, r0, r1);
     barrier();
+    mark(kPatchEmbed);
 
     for (const Block& blk : blocks_) {
       // x = x + proj(attention(qkv(norm1(x))))
       layernorm(k, x, D, h, D, rows, D, blk.ln1_w.data(), blk.ln1_b.data(), d.eps, t);
       barrier();
+      mark(kLayerNorm);
       linear(engine_, blk.qkv, h, D, rows, qkv, 3 * D, Epilogue::Bias, nullptr, 0, op, t);
       barrier();
+      mark(kQkv);
       attention(k, Attention{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp},
                 ws->scratch.data(), scratch_stride, t);
       barrier();
+      mark(kAttention);
       linear(engine_, blk.proj, h, D, rows, x, D, Epilogue::Residual, x, D, op, t);
       barrier();
+      mark(kProj);
       // x = x + fc2(gelu(fc1(norm2(x))))
       layernorm(k, x, D, h, D, rows, D, blk.ln2_w.data(), blk.ln2_b.data(), d.eps, t);
       barrier();
+      mark(kLayerNorm);
       linear(engine_, blk.fc1, h, D, rows, mlp, M, gelu, nullptr, 0, op, t);
       barrier();
+      mark(kFc1);
       linear(engine_, blk.fc2, mlp, M, rows, x, D, Epilogue::Residual, x, D, op, t);
       barrier();
+      mark(kFc2);
     }
 
     // final LayerNorm of the class tokens only (it is per token), then the head
@@ -211,6 +234,10 @@ void Model::forward(const float* images, int batch, float* logits) {
     barrier();
     linear(engine_, head_, ws->cls.data(), D, batch, logits, d.classes, Epilogue::Bias, nullptr,
            0, op, t);
+    if (seconds) {
+      barrier();
+      mark(kHead);
+    }
   });
   release(std::move(ws));
 }

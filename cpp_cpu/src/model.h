@@ -41,8 +41,13 @@ class Model {
   // weights: every name of expected_shapes(d), already checked against its shape.
   Model(const Dims& d, const WeightMap& weights, Precision precision, int threads,
         const std::string& isa);
+  // What the profile of a forward pass adds its seconds to, one slot per kind of op.
+  enum Op { kPatchEmbed, kLayerNorm, kQkv, kAttention, kProj, kFc1, kFc2, kHead, kOps };
+  static const char* op_name(int op);
+
   // images (B, C, H, W) -> logits (B, classes). Thread-safe; call without the GIL.
-  void forward(const float* images, int batch, float* logits);
+  // seconds, when set, gets each op's wall time added (kOps slots).
+  void forward(const float* images, int batch, float* logits, double* seconds = nullptr);
   int threads() const { return threads_; }
   const char* isa() const { return engine_.f32->isa; }
 

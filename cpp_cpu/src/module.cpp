@@ -9,7 +9,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <climits>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -155,14 +157,22 @@ struct PyModel {
     model = std::make_unique<Model>(dims, map, p, nt, isa);
   }
 
-  py::array_t<float> forward(py::handle images) {
+  // images as (B, C, H, W) float32 in place, 1 <= B and small enough for int indices
+  F32 checked_images(py::handle images) const {
     F32 x = checked(images, "images", {-1, dims.chans, dims.image, dims.image});
     const long batch = x.shape(0);
     if (batch == 0) throw py::value_error("images is an empty batch (B = 0); pass at least one image");
-    const long widest = std::max(3L * dims.dim, static_cast<long>(dims.mlp));
+    const long widest = std::max({3L * dims.dim, static_cast<long>(dims.mlp),
+                                  static_cast<long>(dims.patch_dim())});
     if (batch * dims.tokens() * widest >= INT_MAX)
       throw py::value_error("batch of " + std::to_string(batch) +
                             " images is too large for one call: split it into smaller batches");
+    return x;
+  }
+
+  py::array_t<float> forward(py::handle images) {
+    F32 x = checked_images(images);
+    const long batch = x.shape(0);
     py::array_t<float> out({batch, static_cast<long>(dims.classes)});
     const float* in = x.data();
     float* logits = out.mutable_data();
@@ -173,6 +183,23 @@ struct PyModel {
     return out;
   }
 };
+
+// Seconds per kind of op, summed over `rounds` forward passes (one warm-up first).
+py::dict profile(PyModel& self, py::handle images, int rounds) {
+  F32 x = self.checked_images(images);
+  if (rounds < 1) throw py::value_error("rounds must be >= 1");
+  py::array_t<float> out({static_cast<long>(x.shape(0)), static_cast<long>(self.dims.classes)});
+  double seconds[Model::kOps] = {};
+  {
+    py::gil_scoped_release nogil;
+    self.model->forward(x.data(), static_cast<int>(x.shape(0)), out.mutable_data());
+    for (int r = 0; r < rounds; ++r)
+      self.model->forward(x.data(), static_cast<int>(x.shape(0)), out.mutable_data(), seconds);
+  }
+  py::dict result;
+  for (int op = 0; op < Model::kOps; ++op) result[Model::op_name(op)] = seconds[op] / rounds;
+  return result;
+}
 
 // ---- single ops for the op-level tests -----------------------------------------------------------
 
@@ -296,6 +323,66 @@ py::array_t<float> op_bias_gelu(py::handle x_, py::handle b_, const std::string&
   return out;
 }
 
+// A packed linear layer for the GEMM benchmark and the reduced-precision op tests: weights
+// packed once, then x (M, K) -> (M, N) per call.
+struct PyLinear {
+  Engine engine;
+  Linear layer;
+  int threads;
+  std::string precision;
+  std::mutex mutex;  // the operand scratch below is reused across calls
+  Buffer<uint16_t> a16;
+  Buffer<uint8_t> a8;
+  Buffer<float> scale;
+  Buffer<int32_t> zero;
+
+  PyLinear(py::handle w_, py::handle b_, const std::string& prec, const std::string& isa,
+           int threads_)
+      : threads(threads_or_default(threads_)), precision(prec) {
+    F32 w = checked(w_, "weight", {-1, -1});
+    check_nonempty(w, "weight");
+    const long n = w.shape(0), k = w.shape(1);
+    F32 b = b_.is_none() ? F32() : checked(b_, "bias", {n});
+    const char* why = nullptr;
+    engine.f32 = &kernels(isa);
+    const Precision p = precision_of(prec);
+    if (p == Precision::BF16 && !(engine.bf16 = kernels_bf16(&why))) throw Unsupported(why);
+    if (p == Precision::INT8 && !(engine.int8 = kernels_int8(&why))) throw Unsupported(why);
+    const int nr = p == Precision::F32 ? engine.f32->nr
+                   : p == Precision::BF16 ? engine.bf16->nr : engine.int8->nr;
+    layer = pack_linear(w.data(), b_.is_none() ? nullptr : b.data(), static_cast<int>(n),
+                        static_cast<int>(k), p, nr);
+  }
+
+  py::array_t<float> call(py::handle x_, const std::string& epilogue, py::handle r_,
+                          py::handle out_) {
+    const Epilogue epi = epilogue_of(epilogue);
+    F32 x = checked(x_, "x", {-1, layer.k});
+    check_nonempty(x, "x");
+    const long m = x.shape(0), n = layer.n;
+    if (m * std::max<long>(layer.kp, n) >= INT_MAX) throw py::value_error("x is too large");
+    F32 r = epi == Epilogue::Residual ? checked(r_, "residual", {m, n}) : F32();
+    py::array_t<float> out = out_.is_none() ? py::array_t<float>({m, n})
+                                            : py::array_t<float>(checked(out_, "out", {m, n}));
+    const float* xp = x.data();
+    const float* rp = epi == Epilogue::Residual ? r.data() : nullptr;
+    float* y = out.mutable_data();
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (engine.bf16) a16.reserve(m * layer.kp);
+    if (engine.int8) {
+      a8.reserve(m * layer.kp);
+      scale.reserve(m);
+      zero.reserve(m);
+    }
+    const Operand op{a16.data(), a8.data(), scale.data(), zero.data()};
+    parallel(threads, [&](Team t) {
+      linear(engine, layer, xp, layer.k, static_cast<int>(m), y, n, epi, rp, n, op, t);
+    });
+    return out;
+  }
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -323,9 +410,20 @@ PYBIND11_MODULE(_cpu, m) {
            py::arg("threads") = 0, py::arg("isa") = "auto")
       .def("forward", &PyModel::forward, py::arg("images"),
            "(B, C, H, W) float32 C-contiguous -> (B, num_classes) float32 logits")
+      .def("profile", &profile, py::arg("images"), py::arg("rounds") = 10,
+           "seconds per kind of op of one forward pass, averaged over rounds")
       .def_property_readonly("threads", [](const PyModel& s) { return s.model->threads(); })
       .def_property_readonly("isa", [](const PyModel& s) { return std::string(s.model->isa()); })
       .def_readonly("precision", &PyModel::precision);
+
+  py::class_<PyLinear>(m, "Linear")
+      .def(py::init<py::handle, py::handle, const std::string&, const std::string&, int>(),
+           py::arg("weight"), py::arg("bias"), py::arg("precision") = "fp32",
+           py::arg("isa") = "auto", py::arg("threads") = 0)
+      .def("__call__", &PyLinear::call, py::arg("x"), py::arg("epilogue") = "none",
+           py::arg("residual") = py::none(), py::arg("out") = py::none(),
+           "x (M, K) -> epilogue(x @ weight.T + bias) (M, N), into out when given")
+      .def_readonly("precision", &PyLinear::precision);
 
   m.def("linear", &op_linear, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("epilogue") = "none", py::arg("residual") = py::none(), py::arg("isa") = "auto",
