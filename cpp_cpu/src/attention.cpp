@@ -159,11 +159,11 @@ void attention_keys(const Attention& at, int u0, int u1) {
 }
 
 void attention_rows(const Attention& at, int u0, int u1, float* scratch) {
-  const int blocks = (at.tokens + BQ - 1) / BQ;
+  const int blocks = (at.queries + BQ - 1) / BQ;
   for (int u = u0; u < u1; ++u) {
     const int bh = u / blocks, i0 = (u % blocks) * BQ;
     const int b = bh / at.heads, h = bh % at.heads;
-    kBlocks[imin(BQ, at.tokens - i0)](at, b, h, i0, scratch);
+    kBlocks[imin(BQ, at.queries - i0)](at, b, h, i0, scratch);
   }
 }
 

@@ -52,12 +52,13 @@ struct GemmInt8 {
   Epilogue epi;
 };
 
-// Attention over packed q|k|v: for each (b, h), out = softmax(q k^T / sqrt(hd)) v.
+// Attention over packed q|k|v: for each (b, h), out = softmax(q k^T / sqrt(hd)) v, for the
+// first `queries` query rows of each sequence (all T, or just the class token).
 struct Attention {
   const float* qkv;  // (B, T, 3D)
   float* out;        // (B, T, D)
   float* kt;         // (B, H, hd, tp) keys transposed, columns zero-padded to tp
-  int batch, tokens, dim, heads, tp;
+  int batch, tokens, dim, heads, tp, queries;
 };
 
 struct Kernels {

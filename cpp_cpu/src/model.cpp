@@ -101,8 +101,15 @@ Model::Model(const Dims& d, const WeightMap& w, Precision precision, int threads
     blk.ln1_b = copy_of(w.at(b + "norm1.bias"), D);
     blk.ln2_w = copy_of(w.at(b + "norm2.weight"), D);
     blk.ln2_b = copy_of(w.at(b + "norm2.bias"), D);
-    blk.qkv = pack(b + "attn.qkv", d.qkv_bias ? w.at(b + "attn.qkv.bias") : nullptr, 3 * D, D,
-                   precision);
+    const float* qkv_w = w.at(b + "attn.qkv.weight");  // (3D, D): rows q, then k, then v
+    const float* qkv_b = d.qkv_bias ? w.at(b + "attn.qkv.bias") : nullptr;
+    if (i + 1 < d.depth) {
+      blk.qkv = pack_linear(qkv_w, qkv_b, 3 * D, D, precision, nr_for(engine_, precision));
+    } else {
+      blk.q = pack_linear(qkv_w, qkv_b, D, D, precision, nr_for(engine_, precision));
+      blk.kv = pack_linear(qkv_w + D * D, qkv_b ? qkv_b + D : nullptr, 2 * D, D, precision,
+                           nr_for(engine_, precision));
+    }
     blk.proj = pack(b + "attn.proj", w.at(b + "attn.proj.bias"), D, D, precision);
     blk.fc1 = pack(b + "mlp.fc1", w.at(b + "mlp.fc1.bias"), M, D, precision);
     blk.fc2 = pack(b + "mlp.fc2", w.at(b + "mlp.fc2.bias"), D, M, precision);
@@ -201,7 +208,8 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
     barrier();
     mark(kPatchEmbed);
 
-    for (const Block& blk : blocks_) {
+    for (int i = 0; i + 1 < d.depth; ++i) {
+      const Block& blk = blocks_[i];
       // x = x + proj(attention(qkv(norm1(x))))
       layernorm(k, x, D, h, D, rows, D, blk.ln1_w.data(), blk.ln1_b.data(), d.eps, t);
       barrier();
@@ -209,7 +217,7 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
       linear(engine_, blk.qkv, h, D, rows, qkv, 3 * D, Epilogue::Bias, nullptr, 0, op, t);
       barrier();
       mark(kQkv);
-      attention(k, Attention{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp},
+      attention(k, Attention{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp, T},
                 ws->scratch.data(), scratch_stride, t);
       barrier();
       mark(kAttention);
@@ -228,9 +236,40 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
       mark(kFc2);
     }
 
-    // final LayerNorm of the class tokens only (it is per token), then the head
-    layernorm(k, x, static_cast<long>(T) * D, ws->cls.data(), D, batch, D, norm_w_.data(),
-              norm_b_.data(), d.eps, t);
+    // The last block: only its class tokens reach the head, and everything after attention
+    // is per token, so q, attention, proj and the MLP run for the class tokens alone (rows
+    // b * T, stride T * D); keys and values still cover every token. 6% of the FLOPs of
+    // ViT-S/32, and the class tokens' values are computed exactly as in a full block.
+    const Block& top = blocks_.back();
+    const long ldt = static_cast<long>(T) * D;  // from one class token to the next
+    layernorm(k, x, D, h, D, rows, D, top.ln1_w.data(), top.ln1_b.data(), d.eps, t);
+    barrier();
+    mark(kLayerNorm);
+    linear(engine_, top.kv, h, D, rows, qkv + D, 3 * D, Epilogue::Bias, nullptr, 0, op, t);
+    barrier();
+    linear(engine_, top.q, h, ldt, batch, qkv, 3 * ldt, Epilogue::Bias, nullptr, 0, op, t);
+    barrier();
+    mark(kQkv);
+    attention(k, Attention{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp, 1},
+              ws->scratch.data(), scratch_stride, t);
+    barrier();
+    mark(kAttention);
+    linear(engine_, top.proj, h, ldt, batch, x, ldt, Epilogue::Residual, x, ldt, op, t);
+    barrier();
+    mark(kProj);
+    layernorm(k, x, ldt, ws->cls.data(), D, batch, D, top.ln2_w.data(), top.ln2_b.data(), d.eps,
+              t);
+    barrier();
+    mark(kLayerNorm);
+    linear(engine_, top.fc1, ws->cls.data(), D, batch, mlp, M, gelu, nullptr, 0, op, t);
+    barrier();
+    mark(kFc1);
+    linear(engine_, top.fc2, mlp, M, batch, x, ldt, Epilogue::Residual, x, ldt, op, t);
+    barrier();
+    mark(kFc2);
+
+    // final LayerNorm of the class tokens, then the head
+    layernorm(k, x, ldt, ws->cls.data(), D, batch, D, norm_w_.data(), norm_b_.data(), d.eps, t);
     barrier();
     linear(engine_, head_, ws->cls.data(), D, batch, logits, d.classes, Epilogue::Bias, nullptr,
            0, op, t);

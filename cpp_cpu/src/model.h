@@ -55,6 +55,7 @@ class Model {
   struct Block {
     Buffer<float> ln1_w, ln1_b, ln2_w, ln2_b;  // (D,)
     Linear qkv, proj, fc1, fc2;
+    Linear q, kv;  // the last block's qkv, split: it needs q of the class tokens only
   };
   // Activations of one call, kept and reused by later calls of the same or smaller batch.
   struct Workspace {

@@ -293,7 +293,7 @@ py::array_t<float> op_attention(py::handle qkv_, int heads, const std::string& i
     const long stride = attention_scratch(kern.attention_block, tp);
     Buffer<float> scratch(nt * stride);
     const Attention at{in, o, kt.data(), static_cast<int>(batch), static_cast<int>(tokens),
-                       static_cast<int>(dim), heads, tp};
+                       static_cast<int>(dim), heads, tp, static_cast<int>(tokens)};
     parallel(nt, [&](Team t) { attention(kern, at, scratch.data(), stride, t); });
   }
   return out;

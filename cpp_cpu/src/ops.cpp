@@ -58,7 +58,7 @@ void attention(const Kernels& k, const Attention& at, float* scratch, long strid
   team.split(static_cast<long>(at.batch) * at.heads, &u0, &u1);
   if (u0 < u1) k.attention_keys(at, static_cast<int>(u0), static_cast<int>(u1));
   barrier();
-  const long blocks = (at.tokens + k.attention_block - 1) / k.attention_block;
+  const long blocks = (at.queries + k.attention_block - 1) / k.attention_block;
   team.split(static_cast<long>(at.batch) * at.heads * blocks, &u0, &u1);
   if (u0 < u1) k.attention_rows(at, static_cast<int>(u0), static_cast<int>(u1),
                                 scratch + team.id * stride);
