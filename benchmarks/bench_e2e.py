@@ -11,7 +11,10 @@ INFERENCE_PRECISION_HINT=f32 (the fp32 peer) and bf16 (its default on CPUs with 
 the bf16 peer). Each round runs every runtime in turn: a warm-up call, then timed calls,
 then a pause so thread pools that spin after a call (ONNX Runtime, OpenMP) are idle before
 the next runtime starts. Printed: median ms per image and images/s over the rounds, the
-spread (min-max of the rounds, in % of the median), and ratios against the peers.
+spread (min-max of the rounds, in % of the median), and speed-ups against the peers: the
+median over rounds of the per-round ratio (a round's runtimes ran within seconds of each
+other, so drifts of this shared machine cancel), with the ratio of medians beside it. "load"
+is the CPU time other processes took during the measurement, in cores.
 """
 
 from __future__ import annotations
@@ -123,10 +126,33 @@ def runtimes(cfg, weights, precisions, threads, folder):
 
 # ---- timing -------------------------------------------------------------------------------------
 
+def busy_seconds() -> float:
+    """CPU seconds spent by every process so far (Linux /proc/stat; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def wait_until_idle(limit: float = 60.0) -> None:
+    """Wait (up to limit seconds) until other processes use under 0.1 core for a second:
+    the ONNX export can leave compile workers busy for a while."""
+    end = time.perf_counter() + limit
+    while time.perf_counter() < end:
+        busy, own = busy_seconds(), sum(os.times()[:2])
+        time.sleep(1.0)
+        if (busy_seconds() - busy) - (sum(os.times()[:2]) - own) < 0.1:
+            return
+
+
 def measure(found, images, rounds: int, calls: int, pause: float):
-    """{label: [seconds per image, one per round]}, runtimes interleaved within each round."""
+    """({label: [seconds per image, one per round]}, cores used by other processes), the
+    runtimes interleaved within each round."""
     batch = images.shape[0]
     times: dict[str, list[float]] = {label: [] for label in found}
+    start_wall, start_busy, start_own = time.perf_counter(), busy_seconds(), sum(os.times()[:2])
     for _ in range(rounds):
         for label, (_, fn) in found.items():
             fn(images)  # warm-up: caches, thread pools, lazily built plans
@@ -135,7 +161,8 @@ def measure(found, images, rounds: int, calls: int, pause: float):
                 fn(images)
             times[label].append((time.perf_counter() - start) / calls / batch)
             time.sleep(pause)
-    return times
+    others = (busy_seconds() - start_busy) - (sum(os.times()[:2]) - start_own)
+    return times, max(0.0, others / (time.perf_counter() - start_wall))
 
 
 def main() -> None:
@@ -149,9 +176,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     p.add_argument("--precision", nargs="+", default=["fp32", "bf16", "int8"])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--seconds", type=float, default=0.6, help="timed seconds per runtime per round")
-    p.add_argument("--pause", type=float, default=0.2, help="idle seconds between runtimes")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--seconds", type=float, default=0.4, help="timed seconds per runtime per round")
+    p.add_argument("--pause", type=float, default=0.1, help="idle seconds between runtimes")
     args = p.parse_args()
 
     cfg = get_config(args.config)
@@ -162,6 +189,7 @@ def main() -> None:
         found, skipped = runtimes(cfg, weights, args.precision, args.threads, folder)
         for label, why in skipped.items():
             print(f"skipped {label}: {why}")
+        wait_until_idle()
         for batch in args.batch:
             images = parity.random_images(cfg, batch, seed=1)
             # every runtime must compute the same logits before its time means anything
@@ -170,30 +198,33 @@ def main() -> None:
                 if ref is not None and precision == "fp32":
                     err = float(np.max(np.abs(fn(images) - ref)))
                     assert err < 1e-3 * max(1.0, float(np.max(np.abs(ref)))), (label, err)
+            for _, fn in found.values():  # first calls build plans and fill caches
+                fn(images)
             one = time.perf_counter()
             for _, fn in found.values():
                 fn(images)
-            calls = max(1, int(args.seconds / max(time.perf_counter() - one, 1e-6)
-                               * len(found)))
-            times = measure(found, images, args.rounds, calls, args.pause)
+            calls = max(1, round(args.seconds / (time.perf_counter() - one) * len(found)))
+            times, load = measure(found, images, args.rounds, calls, args.pause)
             med = {label: float(np.median(t)) for label, t in times.items()}
-            print(f"\nbatch {batch} ({calls} calls per runtime per round)")
+            print(f"\nbatch {batch} ({calls} calls per runtime per round, load {load:.2f})")
             print(f"{'runtime':28} {'ms/img':>8} {'img/s':>8} {'spread':>8}")
             for label, t in times.items():
                 spread = (max(t) - min(t)) / med[label]
                 print(f"{label:28} {1e3 * med[label]:8.2f} {1 / med[label]:8.1f} {spread:8.1%}")
-            print_ratios(med)
-            del ref
+            print_ratios(times)
 
 
-def print_ratios(med: dict[str, float]) -> None:
-    """Each cpp precision's speed-up (peer time / ours) against every peer and our fp32."""
-    ours = {k: v for k, v in med.items() if k.startswith("cpp ")}
-    peers = {k: v for k, v in med.items() if not k.startswith("cpp ")}
-    for label, t in ours.items():
-        parts = [f"{peer}: {pt / t:.2f}x" for peer, pt in peers.items()]
-        if label != "cpp fp32" and "cpp fp32" in ours:
-            parts.append(f"cpp fp32: {ours['cpp fp32'] / t:.2f}x")
+def print_ratios(times: dict[str, list[float]]) -> None:
+    """Each cpp precision's speed-up (peer time / ours) against every peer and our fp32:
+    median of per-round ratios (ratio of the medians in brackets)."""
+    ours = [k for k in times if k.startswith("cpp ")]
+    for label in ours:
+        others = [k for k in times if not k.startswith("cpp ")]
+        if label != "cpp fp32" and "cpp fp32" in times:
+            others.append("cpp fp32")
+        t = np.asarray(times[label])
+        parts = [f"{o}: {np.median(np.asarray(times[o]) / t):.2f}x "
+                 f"({np.median(times[o]) / np.median(t):.2f}x)" for o in others]
         print(f"speed-up of {label} over " + ", ".join(parts))
 
 

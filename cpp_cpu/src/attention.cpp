@@ -12,9 +12,9 @@ namespace polyvit::cpu::PV_ISA {
 namespace {
 
 #if defined(__AVX512F__)
-constexpr int BQ = 4, KV = 4;   // 4 query rows x 4 vectors of keys (or of hd) in registers
+constexpr int BQ = 6, KV = 4;   // 6 query rows x 4 vectors of keys (or of hd) in registers
 #elif defined(__AVX2__)
-constexpr int BQ = 3, KV = 4;
+constexpr int BQ = 3, KV = 3;
 #else
 constexpr int BQ = 2, KV = 2;
 #endif
@@ -130,7 +130,8 @@ void block(const Attention& at, int b, int h, int i0, float* s) {
 
 using BlockFn = void (*)(const Attention&, int, int, int, float*);
 #if defined(__AVX512F__)
-constexpr BlockFn kBlocks[BQ + 1] = {nullptr, block<1>, block<2>, block<3>, block<4>};
+constexpr BlockFn kBlocks[BQ + 1] = {nullptr, block<1>, block<2>, block<3>, block<4>, block<5>,
+                                     block<6>};
 #elif defined(__AVX2__)
 constexpr BlockFn kBlocks[BQ + 1] = {nullptr, block<1>, block<2>, block<3>};
 #else
@@ -150,10 +151,16 @@ void attention_keys(const Attention& at, int u0, int u1) {
     const int b = u / at.heads, h = u % at.heads;
     const float* k = at.qkv + static_cast<long>(b) * T * ld + at.dim + h * hd;  // (T, hd), ld
     float* kt = at.kt + static_cast<long>(u) * hd * tp;                           // (hd, tp)
-    for (int d = 0; d < hd; ++d) {
-      float* row = kt + static_cast<long>(d) * tp;
-      for (int t = 0; t < T; ++t) row[t] = k[t * ld + d];
-      for (int t = T; t < tp; ++t) row[t] = 0.0f;
+    // W x W blocks through registers; rows past T load as zeros, which pads kt to tp
+    for (int t0 = 0; t0 < tp; t0 += W) {
+      const int nt = imax(0, imin(W, T - t0));
+      for (int d0 = 0; d0 < hd; d0 += W) {
+        const int nd = imin(W, hd - d0);
+        V r[W];
+        for (int i = 0; i < W; ++i) r[i] = i < nt ? load_n(k + (t0 + i) * ld + d0, nd) : zero();
+        transpose(r);
+        for (int j = 0; j < nd; ++j) store(kt + static_cast<long>(d0 + j) * tp + t0, r[j]);
+      }
     }
   }
 }

@@ -47,6 +47,32 @@ inline V pow2i(V n) {  // 2^n for integral n in [-126, 127]
   return {_mm512_castsi512_ps(e)};
 }
 
+// r[i][j] -> r[j][i] for a W x W block: unpacks and shuffles within 128-bit lanes gather
+// columns of four rows, then lane shuffles join the four row groups.
+inline void transpose(V (&r)[W]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i].v, r[2 * i + 1].v);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i].v, r[2 * i + 1].v);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + c], lane L: column 4L + c of rows 4i .. 4i+3
+    u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 x0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);  // lanes 0, 2
+    const __m512 x1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);  // lanes 1, 3
+    const __m512 y0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+    const __m512 y1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+    r[c].v = _mm512_shuffle_f32x4(x0, y0, 0x88);
+    r[8 + c].v = _mm512_shuffle_f32x4(x0, y0, 0xDD);
+    r[4 + c].v = _mm512_shuffle_f32x4(x1, y1, 0x88);
+    r[12 + c].v = _mm512_shuffle_f32x4(x1, y1, 0xDD);
+  }
+}
+
 #elif defined(__AVX2__)
 
 constexpr int W = 8;
@@ -92,6 +118,24 @@ inline V pow2i(V n) {
   return {_mm256_castsi256_ps(e)};
 }
 
+inline void transpose(V (&r)[W]) {  // as the AVX-512 one, with two 128-bit lanes
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i].v, r[2 * i + 1].v);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i].v, r[2 * i + 1].v);
+  }
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c].v = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+    r[4 + c].v = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
+}
+
 #else  // portable C++: fixed-size arrays the compiler maps onto whatever SIMD the target has
 
 constexpr int W = 4;
@@ -124,6 +168,14 @@ inline V pow2i(V n) {
     std::memcpy(&r.v[i], &bits, sizeof bits);
   }
   return r;
+}
+inline void transpose(V (&r)[W]) {
+  for (int i = 0; i < W; ++i)
+    for (int j = i + 1; j < W; ++j) {
+      const float x = r[i].v[j];
+      r[i].v[j] = r[j].v[i];
+      r[j].v[i] = x;
+    }
 }
 #undef PV_LANEWISE
 
