@@ -39,6 +39,7 @@ void tile(const GemmF32& g, int row, int col, int ncols, const float* bp, const 
 
   const float* a = g.a + row * g.lda;
   const long lda = g.lda;
+#pragma GCC unroll 2
   for (int k = 0; k < g.k; ++k, bp += NR) {
     __builtin_prefetch(pf + k * 16, 0, 2);
     V b[NV];
