@@ -12,7 +12,7 @@ namespace polyvit::cpu::PV_ISA {
 namespace {
 
 #if defined(__AVX512F__)
-constexpr int BQ = 6, KV = 4;   // 6 query rows x 4 vectors of keys (or of hd) in registers
+constexpr int BQ = 4, KV = 4;   // 4 query rows x 4 vectors of keys (or of hd) in registers
 #elif defined(__AVX2__)
 constexpr int BQ = 3, KV = 3;
 #else
@@ -130,8 +130,7 @@ void block(const Attention& at, int b, int h, int i0, float* s) {
 
 using BlockFn = void (*)(const Attention&, int, int, int, float*);
 #if defined(__AVX512F__)
-constexpr BlockFn kBlocks[BQ + 1] = {nullptr, block<1>, block<2>, block<3>, block<4>, block<5>,
-                                     block<6>};
+constexpr BlockFn kBlocks[BQ + 1] = {nullptr, block<1>, block<2>, block<3>, block<4>};
 #elif defined(__AVX2__)
 constexpr BlockFn kBlocks[BQ + 1] = {nullptr, block<1>, block<2>, block<3>};
 #else

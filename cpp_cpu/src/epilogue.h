@@ -18,12 +18,12 @@ inline V epilogue_value(polyvit::cpu::Epilogue epi, V x, const float* r, int n) 
   }
 }
 
-// acc holds rows [0, M) x columns [0, NV*W) of a tile whose first ncols columns are real;
-// bias and r (row stride ldr, or nullptr) start at the tile's first column.
-// store(i, j, y, n) writes vector j of row i, n valid lanes.
-template <int M, int NV, class Store>
-inline void finish_tile(V (&acc)[M][NV], polyvit::cpu::Epilogue epi, const float* bias,
-                        int ncols, const float* r, long ldr, Store&& store) {
+// value(i, j) gives the dot products of row i, vector j of a tile (M rows x NV vectors) whose
+// first ncols columns are real; bias and r (row stride ldr, or nullptr) start at the tile's
+// first column. store(i, j, y, n) writes vector j of row i, n valid lanes.
+template <int M, int NV, class Value, class Store>
+inline void finish_tile(Value&& value, polyvit::cpu::Epilogue epi, const float* bias, int ncols,
+                        const float* r, long ldr, Store&& store) {
   V b[NV];
   int cols[NV];
 #pragma GCC unroll 8
@@ -37,7 +37,7 @@ inline void finish_tile(V (&acc)[M][NV], polyvit::cpu::Epilogue epi, const float
     for (int j = 0; j < NV; ++j) {
       if (cols[j] == 0) continue;
       const float* rij = r ? r + i * ldr + j * W : nullptr;
-      store(i, j, epilogue_value(epi, add(acc[i][j], b[j]), rij, cols[j]), cols[j]);
+      store(i, j, epilogue_value(epi, add(value(i, j), b[j]), rij, cols[j]), cols[j]);
     }
 }
 

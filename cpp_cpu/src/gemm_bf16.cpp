@@ -5,6 +5,7 @@
 // broadcast of A (two k) against one vector of B (16 columns x two k) is one instruction.
 // AVX512_BF16 only: compiled into its own object with -mavx512bf16.
 #include "epilogue.h"
+#include "gemm_loop.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -12,10 +13,10 @@ namespace polyvit::cpu::avx512_bf16 {
 namespace {
 
 constexpr int NV = 2, MR = 12, NR = NV * W;
-constexpr long kBlockBytes = 384 * 1024;
 
+// As the fp32 tile (gemm_f32.cpp); one k step is a pair of k.
 template <int M>
-void tile(const GemmBf16& g, int row, int col, int ncols, const uint16_t* bp) {
+void tile(const GemmBf16& g, int row, int col, int ncols, const uint16_t* bp, const char* pf) {
   V acc[M][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < M; ++i)
@@ -24,7 +25,8 @@ void tile(const GemmBf16& g, int row, int col, int ncols, const uint16_t* bp) {
 
   const uint16_t* a = g.a + row * g.lda;
   const long lda = g.lda;
-  for (int k = 0; k < g.kp; k += 2, bp += 2 * NR) {
+  for (int k = 0; k < g.kp; k += 2, bp += 2 * NR, pf += 64) {
+    __builtin_prefetch(pf, 0, 2);
     __m512bh b[NV];
 #pragma GCC unroll 4
     for (int j = 0; j < NV; ++j) b[j] = (__m512bh)_mm512_loadu_si512(bp + j * 2 * W);
@@ -41,20 +43,20 @@ void tile(const GemmBf16& g, int row, int col, int ncols, const uint16_t* bp) {
   const float* r = g.r ? g.r + row * g.ldr + col : nullptr;
   if (g.c16) {
     uint16_t* c = g.c16 + row * g.ldc + col;
-    finish_tile(acc, g.epi, g.bias + col, ncols, r, g.ldr, [&](int i, int j, V y, int n) {
+    finish_tile<M, NV>([&](int i, int j) { return acc[i][j]; }, g.epi, g.bias + col, ncols, r, g.ldr, [&](int i, int j, V y, int n) {
       const __m256i h = (__m256i)_mm512_cvtneps_pbh(y.v);
       _mm256_mask_storeu_epi16(c + i * g.ldc + j * W, (__mmask16)lanes(n), h);
     });
   } else {
     float* c = g.c + row * g.ldc + col;
-    finish_tile(acc, g.epi, g.bias + col, ncols, r, g.ldr, [&](int i, int j, V y, int n) {
+    finish_tile<M, NV>([&](int i, int j) { return acc[i][j]; }, g.epi, g.bias + col, ncols, r, g.ldr, [&](int i, int j, V y, int n) {
       if (n == W) store(c + i * g.ldc + j * W, y);
       else store_n(c + i * g.ldc + j * W, y, n);
     });
   }
 }
 
-using TileFn = void (*)(const GemmBf16&, int, int, int, const uint16_t*);
+using TileFn = void (*)(const GemmBf16&, int, int, int, const uint16_t*, const char*);
 constexpr TileFn kTiles[MR + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>,
                                    tile<7>, tile<8>, tile<9>, tile<10>, tile<11>, tile<12>};
 
@@ -63,23 +65,8 @@ constexpr TileFn kTiles[MR + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, 
 extern const int gemm_bf16_nr = NR;
 
 void gemm_bf16(const GemmBf16& g, int m0, int m1, int p0, int p1) {
-  const long panel = static_cast<long>(g.kp) * NR;  // bf16 per packed panel
-  const int mc = imax(MR, static_cast<int>(kBlockBytes / (2L * imax(g.kp, 2))) / MR * MR);
-  for (int mb = m0; mb < m1; mb += mc) {
-    const int me = imin(mb + mc, m1);
-    const int tiles = (me - mb + MR - 1) / MR;
-    const int base = (me - mb) / tiles, extra = (me - mb) % tiles;
-    for (int p = p0; p < p1; ++p) {
-      const int col = p * NR, ncols = imin(NR, g.n - col);
-      const uint16_t* bp = g.b + p * panel;
-      int row = mb;
-      for (int t = 0; t < tiles; ++t) {
-        const int rows = base + (t < extra);
-        kTiles[rows](g, row, col, ncols, bp);
-        row += rows;
-      }
-    }
-  }
+  gemm_loop<MR>(g, m0, m1, p0, p1, NR, g.b, static_cast<long>(g.kp) * NR, 2L * g.kp, g.kp / 2,
+                kTiles);
 }
 
 }  // namespace polyvit::cpu::avx512_bf16
