@@ -84,6 +84,9 @@ struct KernelsBf16 {
   int nr;
   void (*gemm)(const GemmBf16&, int m0, int m1, int p0, int p1);
   void (*to_bf16)(const float* x, long ldx, uint16_t* y, long ldy, int rows, int c, int cp);
+  // layernorm with bf16 output rows (the next GEMM's operand), zero-padded to cp columns
+  void (*layernorm)(const float* x, long ldx, uint16_t* y, long ldy, int rows, int c, int cp,
+                    const float* w, const float* b, float eps);
 };
 
 struct KernelsInt8 {
@@ -116,6 +119,8 @@ namespace avx512_bf16 {
 extern const int gemm_bf16_nr;
 void gemm_bf16(const GemmBf16&, int, int, int, int);
 void to_bf16(const float*, long, uint16_t*, long, int, int, int);
+void layernorm_bf16(const float*, long, uint16_t*, long, int, int, int, const float*,
+                    const float*, float);
 }  // namespace avx512_bf16
 namespace avx512_vnni {
 extern const int gemm_int8_nr;

@@ -2,18 +2,21 @@
 //
 // Two passes over the row (mean, then the centred sum of squares): the one-pass formula
 // E[x^2] - E[x]^2 cancels badly when the mean is large against the spread. Rows are short
-// (hundreds to a few thousand floats) and stay in L1 between the passes.
+// (hundreds to a few thousand floats) and stay in L1 between the passes. Compiled once per
+// ISA, and once more with AVX512_BF16 for the bf16-output form that feeds a bf16 GEMM.
 #include "kernels.h"
 #include "simd.h"
 
 namespace polyvit::cpu::PV_ISA {
+namespace {
 
-void layernorm(const float* x, long ldx, float* y, long ldy, int rows, int c, const float* w,
-               const float* b, float eps) {
+// store(i, j, y, n) writes the n valid lanes of vector y at column j of output row i.
+template <class Store>
+void layernorm_rows(const float* x, long ldx, int rows, int c, const float* w, const float* b,
+                    float eps, Store&& store) {
   const int full = c / W * W, tail = c - full;
   for (int i = 0; i < rows; ++i) {
     const float* xr = x + i * ldx;
-    float* yr = y + i * ldy;
 
     V s0 = zero(), s1 = zero();  // two chains: the adds are latency bound otherwise
     int j = 0;
@@ -43,13 +46,37 @@ void layernorm(const float* x, long ldx, float* y, long ldy, int rows, int c, co
     const V rs = set1(rstd);
     for (j = 0; j < full; j += W) {
       const V n = mul(sub(load(xr + j), m), rs);
-      store(yr + j, fma(n, load(w + j), load(b + j)));
+      store(i, j, fma(n, load(w + j), load(b + j)), W);
     }
     if (tail) {
       const V n = mul(sub(load_n(xr + full, tail), m), rs);
-      store_n(yr + full, fma(n, load_n(w + full, tail), load_n(b + full, tail)), tail);
+      store(i, full, fma(n, load_n(w + full, tail), load_n(b + full, tail)), tail);
     }
   }
 }
+
+}  // namespace
+
+#if defined(__AVX512BF16__)
+void layernorm_bf16(const float* x, long ldx, uint16_t* y, long ldy, int rows, int c, int cp,
+                    const float* w, const float* b, float eps) {
+  layernorm_rows(x, ldx, rows, c, w, b, eps, [&](int i, int j, V v, int n) {
+    // the last vector also writes the zero padding up to cp
+    const int m = n == W ? W : imin(W, cp - j);
+    const V z = n == W ? v : V{_mm512_maskz_mov_ps(lanes(n), v.v)};
+    _mm256_mask_storeu_epi16(y + i * ldy + j, lanes(m), (__m256i)_mm512_cvtneps_pbh(z.v));
+  });
+  for (int i = 0; i < rows && c % W == 0; ++i)  // padding past a whole last vector
+    for (int j = c; j < cp; ++j) y[i * ldy + j] = 0;
+}
+#else
+void layernorm(const float* x, long ldx, float* y, long ldy, int rows, int c, const float* w,
+               const float* b, float eps) {
+  layernorm_rows(x, ldx, rows, c, w, b, eps, [&](int i, int j, V v, int n) {
+    if (n == W) store(y + i * ldy + j, v);
+    else store_n(y + i * ldy + j, v, n);
+  });
+}
+#endif
 
 }  // namespace polyvit::cpu::PV_ISA

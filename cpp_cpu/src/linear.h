@@ -28,4 +28,9 @@ struct Operand {
 void linear(const Engine& e, const Linear& l, const float* x, long ldx, int m, float* c,
             long ldc, Epilogue epi, const float* r, long ldr, const Operand& op, Team team);
 
+// The same with the operand already in op (m rows at stride l.kp, written by the producer in
+// the layer's type). A bf16 layer may write bf16 c16 instead of c (c = nullptr).
+void linear_prepared(const Engine& e, const Linear& l, int m, float* c, uint16_t* c16, long ldc,
+                     Epilogue epi, const float* r, long ldr, const Operand& op, Team team);
+
 }  // namespace polyvit::cpu

@@ -145,7 +145,12 @@ std::unique_ptr<Model::Workspace> Model::acquire(int batch) {
   ws->patches.reserve(B * N * d_.patch_dim());
   ws->cls.reserve(B * D);
   ws->scratch.reserve(threads_ * attention_scratch(engine_.f32->attention_block, tp));
-  if (engine_.bf16) ws->a16.reserve(B * T * kp);
+  if (engine_.bf16) {
+    const long mp = (d_.mlp + 1) / 2 * 2;
+    ws->a16.reserve(B * T * kp);
+    ws->mlp16.reserve(B * T * mp);
+    std::memset(ws->mlp16.data(), 0, sizeof(uint16_t) * B * T * mp);
+  }
   if (engine_.int8) {
     ws->a8.reserve(B * T * kp);
     ws->a_scale.reserve(B * T);
@@ -208,13 +213,32 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
     barrier();
     mark(kPatchEmbed);
 
+    // With bf16 blocks, LayerNorm writes the next GEMM's bf16 operand itself and fc1 writes
+    // bf16 for fc2: those activations are never stored in fp32 and converted again.
+    const bool bf16 = engine_.bf16 != nullptr;
+    auto norm = [&](const Block& blk, const Buffer<float>& w, const Buffer<float>& b) {
+      if (bf16) {
+        t.split(rows, &r0, &r1);
+        if (r0 < r1)
+          engine_.bf16->layernorm(x + r0 * D, D, op.a16 + r0 * blk.fc1.kp, blk.fc1.kp,
+                                  static_cast<int>(r1 - r0), D, blk.fc1.kp, w.data(), b.data(),
+                                  d.eps);
+      } else {
+        layernorm(k, x, D, h, D, rows, D, w.data(), b.data(), d.eps, t);
+      }
+      barrier();
+      mark(kLayerNorm);
+    };
+
     for (int i = 0; i + 1 < d.depth; ++i) {
       const Block& blk = blocks_[i];
       // x = x + proj(attention(qkv(norm1(x))))
-      layernorm(k, x, D, h, D, rows, D, blk.ln1_w.data(), blk.ln1_b.data(), d.eps, t);
-      barrier();
-      mark(kLayerNorm);
-      linear(engine_, blk.qkv, h, D, rows, qkv, 3 * D, Epilogue::Bias, nullptr, 0, op, t);
+      norm(blk, blk.ln1_w, blk.ln1_b);
+      if (bf16)
+        linear_prepared(engine_, blk.qkv, rows, qkv, nullptr, 3 * D, Epilogue::Bias, nullptr, 0,
+                        op, t);
+      else
+        linear(engine_, blk.qkv, h, D, rows, qkv, 3 * D, Epilogue::Bias, nullptr, 0, op, t);
       barrier();
       mark(kQkv);
       attention(k, Attention{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp, T},
@@ -225,13 +249,21 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
       barrier();
       mark(kProj);
       // x = x + fc2(gelu(fc1(norm2(x))))
-      layernorm(k, x, D, h, D, rows, D, blk.ln2_w.data(), blk.ln2_b.data(), d.eps, t);
-      barrier();
-      mark(kLayerNorm);
-      linear(engine_, blk.fc1, h, D, rows, mlp, M, gelu, nullptr, 0, op, t);
-      barrier();
-      mark(kFc1);
-      linear(engine_, blk.fc2, mlp, M, rows, x, D, Epilogue::Residual, x, D, op, t);
+      norm(blk, blk.ln2_w, blk.ln2_b);
+      if (bf16) {
+        uint16_t* mlp16 = ws->mlp16.data();
+        linear_prepared(engine_, blk.fc1, rows, nullptr, mlp16, blk.fc2.kp, gelu, nullptr, 0, op,
+                        t);
+        barrier();
+        mark(kFc1);
+        linear_prepared(engine_, blk.fc2, rows, x, nullptr, D, Epilogue::Residual, x, D,
+                        Operand{mlp16, nullptr, nullptr, nullptr}, t);
+      } else {
+        linear(engine_, blk.fc1, h, D, rows, mlp, M, gelu, nullptr, 0, op, t);
+        barrier();
+        mark(kFc1);
+        linear(engine_, blk.fc2, mlp, M, rows, x, D, Epilogue::Residual, x, D, op, t);
+      }
       barrier();
       mark(kFc2);
     }

@@ -69,6 +69,7 @@ class Model {
     Buffer<float> cls;      // (B, D) normalised class tokens
     Buffer<float> scratch;  // (threads, attention scratch)
     Buffer<uint16_t> a16;   // (B*T, Kp) bf16 operand
+    Buffer<uint16_t> mlp16; // (B*T, Mp) bf16 fc1 output, fc2's operand; padding zeroed once
     Buffer<uint8_t> a8;     // (B*T, Kp) u8 operand
     Buffer<float> a_scale;  // (B*T,)
     Buffer<int32_t> a_zero; // (B*T,)
