@@ -65,9 +65,16 @@ def test_bias_gelu(isa, form):
     check(isa, "bias_gelu", rand(rng, 37, 203, scale=3.0), rand(rng, 203), form=form)
 
 
-@pytest.mark.parametrize("name", ["vit_test", "vit_small_patch32_224"])
+# odd sizes everywhere (D 45, head dim 9, MLP 99, 26 tokens): every tail path of every kernel
+ODD = get_config("vit_test").replace(name="vit_test_odd", embed_dim=45, num_heads=5, mlp_dim=99,
+                                     image_size=40)
+CONFIGS = {"vit_test": get_config("vit_test"), "vit_test_odd": ODD,
+           "vit_small_patch32_224": get_config("vit_small_patch32_224")}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
 def test_forward(isa, name):
-    cfg = get_config(name)
+    cfg = CONFIGS[name]
     weights = random_weights(cfg, seed=2)
     images = parity.random_images(cfg, 2, seed=3)
     oracle, tol = parity.reference_outputs(cfg, weights, images)

@@ -97,15 +97,21 @@ def test_linear_matches_the_rounded_product(precision, m, k, n, epilogue):
 #   the logit error the cosine bound allows (bf16 0.03 std, int8 0.1 std: leads > 0.12 / 0.4
 #   std), and overall agreement of at least 90% (bf16: 97-100% measured; int8: 92-100%).
 COSINE = {"bf16": 0.9995, "int8": 0.995}
+# odd sizes everywhere (D 45, head dim 9, MLP 99, 26 tokens): every pair / quad padding path
+ODD = get_config("vit_test").replace(name="vit_test_odd", embed_dim=45, num_heads=5, mlp_dim=99,
+                                     image_size=40)
+CONFIGS = {"vit_small_patch32_224": get_config("vit_small_patch32_224"),
+           "vit_tiny_patch16_224": get_config("vit_tiny_patch16_224"),
+           "vit_small_patch32_224_seed": get_config("vit_small_patch32_224_seed"),
+           "vit_test_odd": ODD}
 ERROR_STD = {"bf16": 0.03, "int8": 0.1}
 TOP1_OVERALL = 0.90
 IMAGES = 64
 
 
-@pytest.mark.parametrize("name", ["vit_small_patch32_224", "vit_tiny_patch16_224",
-                                  "vit_small_patch32_224_seed"])
+@pytest.mark.parametrize("name", CONFIGS)
 def test_accuracy_against_fp32(precision, name):
-    cfg = get_config(name)
+    cfg = CONFIGS[name]
     weights = random_weights(cfg, seed=1)
     images = parity.random_images(cfg, IMAGES, seed=101)
     ref = polyvit.load(weights, backend="cpp", config=cfg)(images).astype(np.float64)

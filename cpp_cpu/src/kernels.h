@@ -59,6 +59,11 @@ struct Attention {
   float* out;        // (B, T, D)
   float* kt;         // (B, H, hd, tp) keys transposed, columns zero-padded to tp
   int batch, tokens, dim, heads, tp, queries;
+  // the bf16 form (attention_bf16.cpp), hdp = hd rounded up to even:
+  uint16_t* kt16 = nullptr;  // (B, H, hdp / 2, tp, 2) keys, pairs of d interleaved
+  uint16_t* v16 = nullptr;   // (B, H, tp / 2, hdp, 2) values, pairs of tokens interleaved
+  uint16_t* out16 = nullptr; // (B * T, ldo16) bf16 output rows instead of out
+  long ldo16 = 0;
 };
 
 struct Kernels {
@@ -87,6 +92,10 @@ struct KernelsBf16 {
   // layernorm with bf16 output rows (the next GEMM's operand), zero-padded to cp columns
   void (*layernorm)(const float* x, long ldx, uint16_t* y, long ldy, int rows, int c, int cp,
                     const float* w, const float* b, float eps);
+  // attention with bf16 dot products and bf16 output (Attention::kt16, v16, out16)
+  void (*attention_keys)(const Attention&, int u0, int u1);
+  void (*attention_rows)(const Attention&, int u0, int u1, float* scratch);
+  int attention_block;
 };
 
 struct KernelsInt8 {
@@ -97,8 +106,11 @@ struct KernelsInt8 {
                    int32_t* zero, int rows, int c, int cp);
 };
 
-// Floats of per-thread scratch attention_rows needs for `tokens` keys.
-inline long attention_scratch(int block, int tp) { return static_cast<long>(block) * tp; }
+// Floats of per-thread scratch attention_rows needs for blocks of `block` queries, tp padded
+// keys and head dim hd (either form).
+inline long attention_scratch(int block, int tp, int hd) {
+  return static_cast<long>(block) * (2 * tp + hd + 1);
+}
 
 #define POLYVIT_DECLARE_KERNELS(ns)                                                          \
   namespace ns {                                                                             \
@@ -121,6 +133,9 @@ void gemm_bf16(const GemmBf16&, int, int, int, int);
 void to_bf16(const float*, long, uint16_t*, long, int, int, int);
 void layernorm_bf16(const float*, long, uint16_t*, long, int, int, int, const float*,
                     const float*, float);
+extern const int attention_bf16_block;
+void attention_bf16_keys(const Attention&, int, int);
+void attention_bf16_rows(const Attention&, int, int, float*);
 }  // namespace avx512_bf16
 namespace avx512_vnni {
 extern const int gemm_int8_nr;

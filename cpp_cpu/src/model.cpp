@@ -122,6 +122,12 @@ Model::Model(const Dims& d, const WeightMap& w, Precision precision, int threads
 
 // ---- workspaces --------------------------------------------------------------------------------
 
+long Model::scratch_stride() const {  // attention scratch floats per thread, either form
+  const int block = std::max(engine_.f32->attention_block,
+                             engine_.bf16 ? engine_.bf16->attention_block : 0);
+  return attention_scratch(block, attention_tp(d_.tokens()), d_.head_dim());
+}
+
 std::unique_ptr<Model::Workspace> Model::acquire(int batch) {
   std::unique_ptr<Workspace> ws;
   {
@@ -144,9 +150,11 @@ std::unique_ptr<Model::Workspace> Model::acquire(int batch) {
   ws->kt.reserve(B * D * tp);
   ws->patches.reserve(B * N * d_.patch_dim());
   ws->cls.reserve(B * D);
-  ws->scratch.reserve(threads_ * attention_scratch(engine_.f32->attention_block, tp));
+  ws->scratch.reserve(threads_ * scratch_stride());
   if (engine_.bf16) {
-    const long mp = (d_.mlp + 1) / 2 * 2;
+    const long mp = (d_.mlp + 1) / 2 * 2, hdp = (d_.head_dim() + 1) / 2 * 2;
+    ws->kt16.reserve(B * d_.heads * hdp * tp);
+    ws->v16.reserve(B * d_.heads * hdp * tp);
     ws->a16.reserve(B * T * kp);
     ws->mlp16.reserve(B * T * mp);
     std::memset(ws->mlp16.data(), 0, sizeof(uint16_t) * B * T * mp);
@@ -180,7 +188,7 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
   const int T = d.tokens(), D = d.dim, M = d.mlp, N = d.patches(), tp = attention_tp(T);
   const int rows = batch * T, prows = batch * N;
   const Operand op{ws->a16.data(), ws->a8.data(), ws->a_scale.data(), ws->a_zero.data()};
-  const long scratch_stride = attention_scratch(k.attention_block, tp);
+  const long scratch_stride = this->scratch_stride();
   float *x = ws->x.data(), *h = ws->h.data(), *qkv = ws->qkv.data(), *mlp = ws->mlp.data();
   const Epilogue gelu = d.gelu_tanh ? Epilogue::GeluTanh : Epilogue::GeluErf;
 
@@ -241,11 +249,23 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
         linear(engine_, blk.qkv, h, D, rows, qkv, 3 * D, Epilogue::Bias, nullptr, 0, op, t);
       barrier();
       mark(kQkv);
-      attention(k, Attention{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp, T},
-                ws->scratch.data(), scratch_stride, t);
+      if (bf16) {  // bf16 dot products; the output rows are proj's bf16 operand
+        Attention at{qkv, nullptr, nullptr, batch, T, D, d.heads, tp, T};
+        at.kt16 = ws->kt16.data();
+        at.v16 = ws->v16.data();
+        at.out16 = op.a16;
+        at.ldo16 = blk.proj.kp;
+        attention_bf16(*engine_.bf16, at, ws->scratch.data(), scratch_stride, t);
+      } else {
+        attention(k, Attention{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp, T},
+                  ws->scratch.data(), scratch_stride, t);
+      }
       barrier();
       mark(kAttention);
-      linear(engine_, blk.proj, h, D, rows, x, D, Epilogue::Residual, x, D, op, t);
+      if (bf16)
+        linear_prepared(engine_, blk.proj, rows, x, nullptr, D, Epilogue::Residual, x, D, op, t);
+      else
+        linear(engine_, blk.proj, h, D, rows, x, D, Epilogue::Residual, x, D, op, t);
       barrier();
       mark(kProj);
       // x = x + fc2(gelu(fc1(norm2(x))))

@@ -65,6 +65,8 @@ class Model {
     Buffer<float> qkv;      // (B, T, 3D)
     Buffer<float> mlp;      // (B, T, M)
     Buffer<float> kt;       // (B, H, hd, tp) transposed keys
+    Buffer<uint16_t> kt16;  // (B, H, hdp/2, tp, 2) bf16 keys, see Attention
+    Buffer<uint16_t> v16;   // (B, H, tp/2, hdp, 2) bf16 values
     Buffer<float> patches;  // (B, N, C*P*P)
     Buffer<float> cls;      // (B, D) normalised class tokens
     Buffer<float> scratch;  // (threads, attention scratch)
@@ -75,6 +77,7 @@ class Model {
     Buffer<int32_t> a_zero; // (B*T,)
   };
   std::unique_ptr<Workspace> acquire(int batch);
+  long scratch_stride() const;
   void release(std::unique_ptr<Workspace> ws);
 
   Dims d_;

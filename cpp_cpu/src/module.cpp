@@ -290,7 +290,7 @@ py::array_t<float> op_attention(py::handle qkv_, int heads, const std::string& i
   {
     py::gil_scoped_release nogil;
     Buffer<float> kt(batch * dim * tp);
-    const long stride = attention_scratch(kern.attention_block, tp);
+    const long stride = attention_scratch(kern.attention_block, tp, static_cast<int>(dim / heads));
     Buffer<float> scratch(nt * stride);
     const Attention at{in, o, kt.data(), static_cast<int>(batch), static_cast<int>(tokens),
                        static_cast<int>(dim), heads, tp, static_cast<int>(tokens)};

@@ -53,15 +53,31 @@ void layernorm(const Kernels& k, const float* x, long ldx, float* y, long ldy, i
                            w, b, eps);
 }
 
-void attention(const Kernels& k, const Attention& at, float* scratch, long stride, Team team) {
+namespace {
+
+template <class Keys, class Rows>
+void attention_phases(Keys keys, Rows rows, int block, const Attention& at, float* scratch,
+                      long stride, Team team) {
   long u0, u1;
   team.split(static_cast<long>(at.batch) * at.heads, &u0, &u1);
-  if (u0 < u1) k.attention_keys(at, static_cast<int>(u0), static_cast<int>(u1));
+  if (u0 < u1) keys(at, static_cast<int>(u0), static_cast<int>(u1));
   barrier();
-  const long blocks = (at.queries + k.attention_block - 1) / k.attention_block;
+  const long blocks = (at.queries + block - 1) / block;
   team.split(static_cast<long>(at.batch) * at.heads * blocks, &u0, &u1);
-  if (u0 < u1) k.attention_rows(at, static_cast<int>(u0), static_cast<int>(u1),
-                                scratch + team.id * stride);
+  if (u0 < u1) rows(at, static_cast<int>(u0), static_cast<int>(u1), scratch + team.id * stride);
+}
+
+}  // namespace
+
+void attention(const Kernels& k, const Attention& at, float* scratch, long stride, Team team) {
+  attention_phases(k.attention_keys, k.attention_rows, k.attention_block, at, scratch, stride,
+                   team);
+}
+
+void attention_bf16(const KernelsBf16& k, const Attention& at, float* scratch, long stride,
+                    Team team) {
+  attention_phases(k.attention_keys, k.attention_rows, k.attention_block, at, scratch, stride,
+                   team);
 }
 
 }  // namespace polyvit::cpu

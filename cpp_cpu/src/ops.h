@@ -22,6 +22,8 @@ void layernorm(const Kernels& k, const float* x, long ldx, float* y, long ldy, i
 // Both phases of attention with a barrier between; scratch holds attention_scratch() floats
 // per thread, thread i at scratch + i * stride.
 void attention(const Kernels& k, const Attention& at, float* scratch, long stride, Team team);
+void attention_bf16(const KernelsBf16& k, const Attention& at, float* scratch, long stride,
+                    Team team);
 
 // Keys padded to whole vectors of the widest ISA (16 floats).
 inline int attention_tp(int tokens) { return (tokens + 15) / 16 * 16; }
