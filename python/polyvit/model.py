@@ -10,7 +10,7 @@ import numpy as np
 from . import backends
 from .backends.base import Backend, check_images
 from .config import DEFAULT_CONFIG, ViTConfig, get_config
-from .errors import BackendError, ConfigError, WeightsError
+from .errors import ConfigError, WeightsError
 from .weights import as_float32, random_weights, validate
 
 DEFAULT_SEED = 0
@@ -61,10 +61,8 @@ def load(weights: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     num_heads: overrides the head count of checkpoints that do not record it.
     options:   passed to the backend (e.g. threads=2).
     """
-    cls = backends.require(backend)  # fail before reading a large checkpoint
-    if precision not in cls.precisions:
-        raise BackendError(f"backend {backend!r} does not offer precision {precision!r}; "
-                           f"it offers: {', '.join(cls.precisions)}")
+    cls = backends.require(backend)
+    cls.check_arguments(precision, options)  # fail before reading a large checkpoint
     cfg, tensors, source = resolve_weights(weights, config, num_heads)
     return Model(cls(cfg, tensors, precision, **options), source)
 

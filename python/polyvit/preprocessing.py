@@ -18,7 +18,8 @@ from .config import Preprocessing, ViTConfig
 from .errors import ImageError
 
 # Decoding an image larger than this is refused: a small file can claim billions of pixels.
-MAX_PIXELS = 100_000_000
+# PIL's own default; PIL refuses anything over twice its limit whatever max_pixels says.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 FIVE_CROP_SCALE = 1.5  # five-crop resizes the shorter side to 1.5x the crop (224 -> 336)
 RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
             "nearest": Image.Resampling.NEAREST}
@@ -50,8 +51,8 @@ def load_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
 def _decode(stream: Any, name: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
-            # PIL warns past its own limit and raises past twice that; refuse both here.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # PIL warns past its limit and raises past twice that; max_pixels decides here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(stream)
             width, height = image.size
             if width * height > max_pixels:
@@ -65,7 +66,7 @@ def _decode(stream: Any, name: str, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file PIL can decode "
                          "(JPEG, PNG, WebP, BMP, TIFF, GIF ...)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: refused as a possible decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: the image is truncated or corrupt ({exc})") from None

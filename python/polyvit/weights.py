@@ -141,7 +141,8 @@ def _torch_for(purpose: str):
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, str], Weights]:
-    """(metadata, float32 tensors) of any .safetensors file; bf16 is widened through torch."""
+    """(metadata, tensors) of any .safetensors file; bf16 is widened to float32 through torch
+    (numpy has no bfloat16), other dtypes are returned as stored."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)

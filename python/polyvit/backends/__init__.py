@@ -13,6 +13,8 @@ from ..errors import BackendError
 _REGISTRY: dict[str, str] = {
     "torch": "polyvit.backends.torch_backend:TorchBackend",
     "cpp": "polyvit.backends.cpp_backend:CppBackend",
+    "mojo": "polyvit.backends.mojo_backend:MojoBackend",
+    "cuda": "polyvit.backends.cuda_backend:CudaBackend",
 }
 
 

@@ -54,16 +54,21 @@ class Backend:
         """This backend's single ops for the op-level harness."""
         raise NotImplementedError
 
+    @classmethod
+    def check_arguments(cls, precision: str, options: Mapping[str, Any]) -> None:
+        """BackendError unless this backend offers `precision` and takes every option."""
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            accepted = ", ".join(cls.options) or "none"
+            raise BackendError(f"backend {cls.name!r} does not take option(s) "
+                               f"{', '.join(unknown)}; it accepts: {accepted}")
+        if precision not in cls.precisions:
+            raise BackendError(f"backend {cls.name!r} does not offer precision {precision!r}; "
+                               f"it offers: {', '.join(cls.precisions)}")
+
     def __init__(self, config: ViTConfig, weights: Mapping[str, np.ndarray], precision: str,
                  **options: Any) -> None:
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            accepted = ", ".join(self.options) or "none"
-            raise BackendError(f"backend {self.name!r} does not take option(s) "
-                               f"{', '.join(unknown)}; it accepts: {accepted}")
-        if precision not in self.precisions:
-            raise BackendError(f"backend {self.name!r} does not offer precision {precision!r}; "
-                               f"it offers: {', '.join(self.precisions)}")
+        self.check_arguments(precision, options)
         self.config = config
         self.precision = precision
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import SQUASH_BILINEAR, Preprocessing, ViTConfig
 from ..errors import WeightsError
-from .common import count_blocks, grid_from_tokens, infer_heads, named, require, strip_prefix
+from .common import count_blocks, grid_from_tokens, infer_heads, named, require
 
 TANH_ACTS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
@@ -27,7 +27,8 @@ def convert(state: Mapping[str, np.ndarray], source: str, hf_config: Mapping[str
             preprocessor: Mapping[str, Any] | None = None,
             num_heads: int | None = None) -> tuple[ViTConfig, dict[str, np.ndarray]]:
     hf_config = hf_config or {}
-    s = strip_prefix({k: v for k, v in state.items() if not k.startswith("vit.pooler.")}, "vit.")
+    # ViTForImageClassification nests the encoder under "vit." but not the classifier
+    s = {k.removeprefix("vit."): v for k, v in state.items() if not k.startswith("vit.pooler.")}
     proj = require(s, "embeddings.patch_embeddings.projection.weight", source)  # (D, C, P, P)
     dim, chans, patch = proj.shape[0], proj.shape[1], proj.shape[2]
     grid = grid_from_tokens(require(s, "embeddings.position_embeddings", source).shape[1], True,

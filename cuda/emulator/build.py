@@ -1,0 +1,112 @@
+"""Builds polyvit._cuda and the dev programs for the CPU emulator, from cuda/ as it is.
+
+    python cuda/emulator/build.py build/emulator          # about a minute on 2 cores
+    python cuda/emulator/run.py build/emulator -q tests/test_ops.py -k cuda
+    EMU_SMS=1 build/emulator/dev/matmul_tc 256 64 256 1
+
+The kernel sources are compiled by g++ with cuda_emulation.h forced in, after three mechanical
+rewrites: kernel<<<...>>>(args) becomes a launcher call, the cp.async inline PTX becomes a
+checked 16-byte copy, and extern __shared__ arrays point at the emulator's buffer. The host code
+(cuda/src) compiles unchanged and links runtime.cpp instead of cudart. See docs/backends/cuda.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CUDA = HERE.parent
+ROOT = CUDA.parent
+CUDA_INCLUDE = "/usr/local/cuda/include"
+# Which kernels each dev program links (as in cuda/dev/Makefile).
+DEV_LINKS = {"attention": ["attention"], "bias_gelu": ["bias_gelu", "matmul_fp32"],
+             "layernorm": ["layernorm"], "matmul_fp32": ["matmul_fp32"],
+             "matmul_tc": ["matmul_tc"], "patchify": ["patchify"]}
+
+LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^();]*?>)?)<<<(.+?)>>>\(")
+CP_ASYNC_16 = re.compile(r"(void cp_async_16\(void\* smem, const void\* gmem, bool inside\) \{).*?\n\}", re.S)
+CP_ASYNC_OTHER = re.compile(r"(void cp_async_(?:commit|wait)\(\) \{).*?\}")
+EMULATED_CP_ASYNC = r"""\1
+  if ((reinterpret_cast<uintptr_t>(smem) | reinterpret_cast<uintptr_t>(gmem)) % 16) {
+    std::fprintf(stderr, "emulator: cp.async with a misaligned address\\n");
+    std::abort();
+  }
+  if (inside) std::memcpy(smem, gmem, 16); else std::memset(smem, 0, 16);
+}"""
+
+
+def rewrite(source: str) -> str:
+    source = LAUNCH.sub(r"emu::launcher(\2)(\1, ", source)
+    source = CP_ASYNC_16.sub(EMULATED_CP_ASYNC, source)
+    source = CP_ASYNC_OTHER.sub(r"\1}", source)  # copies are synchronous: nothing to wait for
+    source = source.replace("extern __shared__ float smem[];",
+                            "float* smem = reinterpret_cast<float*>(emu::dynamic_smem);")
+    # A kernel's address as the runtime's C API takes it (nvcc's C++ overload is device-only).
+    source = re.sub(r"cudaFuncSetAttribute\((\w+<\w+>),", r"cudaFuncSetAttribute((const void*)&\1,", source)
+    if "<<<" in source or "asm volatile" in source:
+        raise SystemExit("emulator: a construct the rewrite does not know is left in the source")
+    return source
+
+
+def run(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"emulator build failed: {' '.join(command)}\n{result.stderr[-4000:]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="output folder (the package goes to OUT/pkg)")
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    import pybind11
+
+    out = args.out.resolve()
+    sources, objects = out / "src", out / "obj"
+    for folder in (sources, objects):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    for path in (CUDA / "kernels").iterdir():
+        text = path.read_text()
+        (sources / path.name).write_text(rewrite(text) if path.suffix == ".cu" else text)
+    for path in (CUDA / "dev").glob("*.cu"):
+        (sources / f"dev_{path.name}").write_text(rewrite(path.read_text()))
+    for path in (CUDA / "dev").glob("*.h"):
+        shutil.copy(path, sources / path.name)
+
+    emulated = ["g++", "-std=c++20", "-O2", "-fPIC", "-w", "-include", "cuda_emulation.h",
+                f"-I{HERE}", f"-I{sources}", f"-I{CUDA_INCLUDE}"]
+    host = ["g++", "-std=c++17", "-O2", "-fPIC", "-w", "-fvisibility=hidden",
+            f"-I{sysconfig.get_paths()['include']}", f"-I{pybind11.get_include()}",
+            f"-I{CUDA / 'kernels'}", f"-I{CUDA_INCLUDE}", '-DPOLYVIT_CUDA_ARCHITECTURES="80-real,90"']
+    jobs = [emulated + ["-x", "c++", "-c", str(p), "-o", str(objects / f"{p.stem}.o")]
+            for p in sources.glob("*.cu")]
+    jobs.append(emulated + ["-c", str(HERE / "runtime.cpp"), "-o", str(objects / "runtime.o")])
+    jobs += [host + ["-c", str(p), "-o", str(objects / f"src_{p.stem}.o")] for p in (CUDA / "src").glob("*.cpp")]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(run, jobs))
+
+    package = out / "pkg" / "polyvit"
+    shutil.rmtree(package.parent, ignore_errors=True)
+    shutil.copytree(ROOT / "python" / "polyvit", package, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    kernels = [objects / f"{p.stem}.o" for p in (CUDA / "kernels").glob("*.cu")]
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    run(["g++", "-shared", "-o", str(package / f"_cuda{suffix}"), *map(str, kernels),
+         *map(str, objects.glob("src_*.o")), str(objects / "runtime.o")])
+    (out / "dev").mkdir(exist_ok=True)
+    for program, links in DEV_LINKS.items():
+        run(["g++", "-o", str(out / "dev" / program), str(objects / f"dev_{program}.o"),
+             *(str(objects / f"{k}.o") for k in links), str(objects / "runtime.o")])
+    print(f"emulated polyvit._cuda in {package}, dev programs in {out / 'dev'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

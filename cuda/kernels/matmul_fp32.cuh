@@ -1,0 +1,15 @@
+// out (M, N) = epilogue(a (M, K) @ w (N, K)^T + bias (N,)) in fp32 on CUDA cores (no TF32):
+// the strict-parity path.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "types.h"
+
+namespace polyvit_cuda {
+
+// bias may be null; residual (M, N) is read only by Epilogue::kResidual and may equal out.
+void matmul_fp32(const float* a, const float* w, const float* bias, const float* residual,
+                 float* out, int M, int N, int K, Epilogue epilogue, cudaStream_t stream);
+
+}  // namespace polyvit_cuda

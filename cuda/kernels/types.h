@@ -1,0 +1,16 @@
+// Element types and epilogue names shared by the launchers and the host code.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace polyvit_cuda {
+
+using bf16 = __nv_bfloat16;
+using fp16 = __half;
+
+// What a matmul does after out = a @ w^T + bias: nothing, a GELU, or adding a residual
+// (residual may alias out: each element is read and then written by the same thread).
+enum class Epilogue { kNone, kGeluErf, kGeluTanh, kResidual };
+
+}  // namespace polyvit_cuda

@@ -1,0 +1,180 @@
+"""vit-bench: the quick sweep's outputs are checked for content (not speed), bad options give
+one line and a non-zero exit, and the sweep's interleaving and bookkeeping are right."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from polyvit import backends
+from polyvit.bench import report
+from polyvit.bench.sweep import Record, Runner, measure, plan_rounds
+from polyvit.cli import bench as bench_cli
+from polyvit.config import get_config
+from polyvit.weights import random_weights
+
+from scripts import assert_one_line_error, run
+
+CFG = get_config("vit_test")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One `vit-bench --quick` on ViT-S/32, as CI and the README run it."""
+    out = tmp_path_factory.mktemp("bench")
+    done = run("vit-bench", "--quick", "--out", str(out), timeout=1200)
+    return done, out
+
+
+def test_quick_run_succeeds_and_writes_three_files(quick_run):
+    done, out = quick_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Feature matrix" in (out / "results.md").read_text()
+
+
+def test_quick_run_measures_every_available_backend_and_precision(quick_run):
+    _, out = quick_run
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["machine"]["cores"] >= 1 and doc["machine"]["cpu"]
+    assert "torch" in doc["machine"]["versions"]
+    assert doc["settings"]["threads"] >= 1 and doc["settings"]["batch_sizes"] == [1, 32]
+    rows = doc["results"]
+    for name, (ok, _) in backends.available_backends().items():
+        assert doc["backends"][name]["available"] == ok
+        if not ok:
+            continue
+        for precision in backends.backend_class(name).precisions:
+            if precision == "fp64":
+                continue
+            for batch in (1, 32):
+                mine = [r for r in rows if r["runner"] == name and r["precision"] == precision
+                        and r["batch"] == batch and r["kind"] == "polyvit"]
+                assert len(mine) == 1, (name, precision, batch)
+                row = mine[0]
+                assert row["rounds"] >= 3 and row["ms_per_image"] > 0
+                assert row["images_per_second"] == pytest.approx(
+                    1000 / row["ms_per_image"], rel=1e-6)
+                assert 0 <= row["top1_agreement"] <= 1
+                if precision == "fp32":
+                    assert row["parity"] == "pass", row
+
+
+def test_quick_run_measures_installed_peers_with_ratios(quick_run):
+    _, out = quick_run
+    doc = json.loads((out / "results.json").read_text())
+    peers = {r["runner"] for r in doc["results"] if r["kind"] == "peer"}
+    assert "torch eager" in peers
+    for r in doc["results"]:
+        if r["kind"] == "polyvit":
+            assert r["ratio_to_best_peer"] > 0 and r["best_peer"]
+    markdown = (out / "results.md").read_text()
+    for name in backends.names():
+        assert f"| `{name}` |" in markdown
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--backends", "torch,nope"], "unknown backend 'nope'"),
+    (["--backends", "torch", "--precisions", "int3"], "no selected backend offers precision int3"),
+])
+def test_bad_options_give_one_line_and_a_non_zero_exit(argv, message, tmp_path):
+    assert_one_line_error("vit-bench", [*argv, "--out", str(tmp_path)], message)
+
+
+def test_bad_batch_size_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_cli.main(["--batch-sizes", "1,0"])
+    assert exc.value.code == 2 and "positive integers" in capsys.readouterr().err
+
+
+# ---- the sweep's bookkeeping, with fake runners --------------------------------------------------
+
+def fake_runner(name, calls, kind="polyvit", fail=False):
+    weights = random_weights(CFG, seed=3)
+
+    def build():
+        if fail:
+            raise RuntimeError("no such device")
+        import polyvit
+
+        model = polyvit.load(weights, config=CFG)
+
+        def run(x):
+            calls.append(name)
+            return model(x)
+        return run
+    return Runner(name, kind, "fp32", build), weights
+
+
+def test_rounds_are_interleaved_and_rotated():
+    calls: list[str] = []
+    a, weights = fake_runner("a", calls)
+    b, _ = fake_runner("b", calls)
+    c, _ = fake_runner("c", calls)
+    records = measure([a, b, c], CFG, weights, batch=2, budget_seconds=0, rounds=3)
+    assert calls == ["a", "b", "c",            # warm-up, in order
+                     "a", "b", "c", "b", "c", "a", "c", "a", "b"]  # rotated rounds
+    assert [len(r.seconds) for r in records] == [3, 3, 3]
+    assert all(r.parity == "pass" for r in records)
+
+
+def test_a_runner_that_cannot_start_is_noted_not_fatal():
+    calls: list[str] = []
+    good, weights = fake_runner("good", calls)
+    bad, _ = fake_runner("bad", calls, fail=True)
+    records = measure([bad, good], CFG, weights, batch=1, budget_seconds=0, rounds=3)
+    assert [r.runner for r in records] == ["good"]
+    assert bad.error and "no such device" in bad.error
+
+
+def test_plan_rounds_fits_the_budget():
+    assert plan_rounds(0.5, 30) == 50
+    assert plan_rounds(2.0, 30) == 15
+    assert plan_rounds(20.0, 4) == 3
+
+
+def test_ratio_to_best_peer_uses_the_same_precision_when_measured():
+    def rec(runner, kind, precision, seconds):
+        return Record(runner, kind, precision, 4, [seconds] * 3, 0.0, 1.0, 1.0, "n/a")
+    mine = rec("cpp", "polyvit", "bf16", 0.1)
+    records = [mine, rec("ort", "peer", "fp32", 0.05), rec("ov", "peer", "bf16", 0.2),
+               rec("ov", "peer", "fp32", 0.08)]
+    value, peer = report.ratio(mine, records)
+    assert peer == "ov bf16" and value == pytest.approx(2.0)
+    int8 = rec("cpp", "polyvit", "int8", 0.025)
+    value, peer = report.ratio(int8, records + [int8])
+    assert peer == "ort fp32" and value == pytest.approx(2.0)  # no int8 peer: the fastest
+
+
+def test_update_docs_replaces_only_its_section(tmp_path):
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nintro\n\n<!-- vit-bench:gpu -->\nold gpu\n<!-- /vit-bench:gpu -->\n")
+    bench_cli.update_docs(doc, "cpu", "## cpu one")
+    bench_cli.update_docs(doc, "cpu", "## cpu two")
+    text = doc.read_text()
+    assert "cpu two" in text and "cpu one" not in text and "old gpu" in text
+    assert text.count("<!-- vit-bench:cpu -->") == 1
+
+
+def test_update_docs_writes_only_the_matrix_where_a_readme_asks_for_it(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- vit-bench:cpu-matrix -->\nold\n<!-- /vit-bench:cpu-matrix -->\nend\n")
+    bench_cli.update_docs(readme, "cpu", "## full report\n| matrix |", "| matrix |")
+    text = readme.read_text()
+    assert "| matrix |" in text and "full report" not in text and "old" not in text
+    assert text.endswith("end\n")
+
+
+def test_kernel_benchmarks_run(tmp_path):
+    """The pytest-benchmark suite stays runnable (one call each, no timing)."""
+    pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(root / "benchmarks" / "test_kernels.py"), "--benchmark-disable"],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout

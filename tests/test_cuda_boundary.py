@@ -1,0 +1,255 @@
+"""The CUDA backend where no GPU is needed: the build, the availability report, and the checks
+at the native boundary, which run before the device is touched. On a machine without a GPU this
+is what CI proves; tests/test_cuda_gpu.py covers the rest on a GPU (docs/gpu.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import polyvit
+from polyvit import BackendError
+from polyvit.backends import cuda_backend
+from polyvit.backends.cuda_backend import CudaBackend
+from polyvit.config import get_config
+from polyvit.weights import random_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc"
+                                if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+BUILD_OFF = os.environ.get("POLYVIT_CUDA", "AUTO").upper() == "OFF"
+CFG = get_config("vit_test")
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    """polyvit._cuda; it must have been built wherever nvcc is (the default install builds it)."""
+    try:
+        from polyvit import _cuda
+    except ImportError as exc:
+        if NVCC and not BUILD_OFF:
+            pytest.fail(f"nvcc is at {NVCC} but polyvit._cuda was not built: {exc}")
+        pytest.skip(f"polyvit._cuda not built here (no nvcc or POLYVIT_CUDA=OFF): {exc}")
+    return _cuda
+
+
+@pytest.fixture(scope="module")
+def no_device(cuda):
+    """The driver's reason, on machines without a CUDA device; skips where there is one."""
+    info = cuda.probe()
+    if info["count"] > 0:
+        pytest.skip("a CUDA device is present: the no-device paths do not apply")
+    return info["error"]
+
+
+def f32(*shape):
+    return np.zeros(shape, np.float32)
+
+
+# ---- build and availability ----------------------------------------------------------------------
+
+
+def test_the_extension_reports_how_it_was_built(cuda):
+    assert set(cuda.architectures.split(",")) >= {"80-real", "90"}
+    assert cuda.compiled_runtime_version >= 12000
+
+
+def test_probe_never_raises_and_explains_itself(cuda):
+    info = cuda.probe()
+    assert set(info) == {"count", "error", "runtime_version", "driver_version", "devices"}
+    assert info["count"] == len(info["devices"])
+    assert (info["error"] == "") == (info["count"] > 0)
+
+
+def test_availability_says_no_cuda_device_with_the_drivers_reason(cuda, no_device):
+    ok, reason = CudaBackend.availability()
+    assert not ok
+    assert reason.startswith("no CUDA device: ")
+    assert no_device in reason  # the CUDA error name and text, e.g. cudaErrorInsufficientDriver
+    assert "cudaError" in reason
+    assert polyvit.available_backends()["cuda"] == (ok, reason)
+
+
+def test_load_raises_backend_error_with_the_reason(no_device):
+    with pytest.raises(BackendError, match="no CUDA device") as info:
+        polyvit.load(backend="cuda", config="vit_test")
+    assert no_device in str(info.value)
+
+
+def test_constructing_without_a_device_is_a_backend_error(no_device):
+    with pytest.raises(BackendError, match="no CUDA device"):
+        CudaBackend(CFG, random_weights(CFG), "fp32")
+
+
+def test_a_missing_extension_is_reported_not_raised(monkeypatch):
+    def missing():
+        raise ImportError("No module named 'polyvit._cuda'")
+
+    monkeypatch.setattr(cuda_backend, "_module", missing)
+    ok, reason = CudaBackend.availability()
+    assert not ok and "not built" in reason and "nvcc" in reason
+
+
+# ---- options, checked before the device ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"precision": "int8"}, "does not offer precision"),
+    ({"threads": 2}, "does not take option"),
+    ({"device": -1}, "device must be"),
+    ({"device": "0"}, "device must be"),
+    ({"cuda_graph": 1}, "cuda_graph must be"),
+])
+def test_bad_options_are_backend_errors(options, match):
+    precision = options.pop("precision", "fp32")
+    with pytest.raises(BackendError, match=match):
+        CudaBackend(CFG, random_weights(CFG), precision, **options)
+
+
+def test_ops_reject_an_unknown_precision():
+    with pytest.raises(ValueError, match="precision"):
+        cuda_backend.CudaOps("int8")
+
+
+# ---- the ops' native boundary --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda c: c.linear(np.zeros((2, 3)), f32(4, 3), None), TypeError, "dtype float64"),
+    (lambda c: c.linear(f32(3, 2).T, f32(4, 3), None), ValueError, "C-contiguous"),
+    (lambda c: c.linear([[1.0]], f32(1, 1), None), TypeError, "numpy array"),
+    (lambda c: c.linear(f32(2, 3), f32(4, 5), None), ValueError, "weight has shape"),
+    (lambda c: c.linear(f32(2, 3), f32(4, 3), f32(5)), ValueError, "bias has shape"),
+    (lambda c: c.linear(f32(2, 3), f32(4, 3), None, "relu"), ValueError, "unknown epilogue"),
+    (lambda c: c.linear(f32(2, 3), f32(4, 3), None, "residual"), ValueError, "needs residual"),
+    (lambda c: c.linear(f32(2, 3), f32(4, 3), None, "residual", f32(2, 5)), ValueError,
+     "residual has shape"),
+    (lambda c: c.linear(f32(2, 3), f32(4, 3), None, "none", f32(2, 4)), ValueError,
+     "only read by epilogue"),
+    (lambda c: c.linear(f32(0, 3), f32(4, 3), None), ValueError, "M must be"),
+    (lambda c: c.linear(f32(2, 3), f32(4, 3), None, precision="tf32"), ValueError, "precision"),
+    (lambda c: c.layernorm(f32(2, 3), f32(4), f32(3), 1e-6), ValueError, "weight has shape"),
+    (lambda c: c.layernorm(f32(2, 3), f32(3), f32(3), 0.0), ValueError, "eps must be positive"),
+    (lambda c: c.layernorm(f32(3), f32(3), f32(3), 1e-6), ValueError, r"\(M, C\)"),
+    (lambda c: c.attention(f32(1, 5, 48), 5), ValueError, "not divisible"),
+    (lambda c: c.attention(f32(1, 5, 47), 1), ValueError, r"\(B, T, 3D\)"),
+    (lambda c: c.attention(f32(70000, 1, 3), 1), ValueError, "at most 65535"),
+    (lambda c: c.bias_gelu(f32(2, 3), f32(3), "relu"), ValueError, "erf' or 'tanh"),
+    (lambda c: c.bias_gelu(f32(2, 3), f32(4)), ValueError, "bias has shape"),
+    (lambda c: c.benchmark_op("softmax", [1, 2]), Exception, "unknown op"),
+])
+def test_ops_check_arguments_before_the_device(cuda, call, error, match):
+    with pytest.raises(error, match=match):
+        call(cuda)
+
+
+def test_valid_ops_without_a_device_raise_cuda_error(cuda, no_device):
+    with pytest.raises(cuda.CudaError, match="no CUDA device") as info:
+        cuda.linear(f32(2, 3), f32(4, 3), f32(4), "gelu_erf")
+    assert no_device in str(info.value)
+    assert issubclass(cuda.CudaError, RuntimeError)
+
+
+# ---- the model's native boundary -----------------------------------------------------------------
+
+
+def config_fields(cfg=CFG):
+    return {k: v for k, v in cfg.to_dict().items() if k != "preprocessing"}
+
+
+@pytest.mark.parametrize("change,error,match", [
+    (lambda c, w: w.pop("head.bias"), ValueError, "missing tensor head.bias"),
+    (lambda c, w: w.update({"extra": f32(1)}), ValueError, "unexpected tensor extra"),
+    (lambda c, w: w.update({"norm.bias": f32(47)}), ValueError, r"norm.bias has shape \(47,\)"),
+    (lambda c, w: w.update({"norm.bias": np.zeros(48)}), TypeError, "dtype float64"),
+    (lambda c, w: w.update({"pos_embed": np.zeros((1, 48, 17), np.float32).transpose(0, 2, 1)}),
+     ValueError, "C-contiguous"),
+    (lambda c, w: c.update({"gelu": "relu"}), ValueError, "gelu"),
+    (lambda c, w: c.pop("ln_eps"), ValueError, "no field 'ln_eps'"),
+    (lambda c, w: c.update({"depth": "two"}), TypeError, "depth"),
+    (lambda c, w: c.update({"num_heads": 5}), ValueError, "divisible"),
+    (lambda c, w: c.update({"patch_size": 7}), ValueError, "multiple"),
+])
+def test_model_checks_config_and_weights_before_the_device(cuda, change, error, match):
+    cfg, weights = config_fields(), dict(random_weights(CFG))
+    change(cfg, weights)
+    with pytest.raises(error, match=match):
+        cuda.Model(cfg, weights, "fp32")
+
+
+def test_model_rejects_an_unknown_precision(cuda):
+    with pytest.raises(ValueError, match="precision"):
+        cuda.Model(config_fields(), random_weights(CFG), "int8")
+
+
+def test_valid_model_without_a_device_raises_cuda_error(cuda, no_device):
+    with pytest.raises(cuda.CudaError, match="no CUDA device"):
+        cuda.Model(config_fields(), random_weights(CFG), "bf16")
+
+
+# ---- device arrays: the host-side reading of __cuda_array_interface__ ----------------------------
+
+
+class FakeCudaArray:
+    """An object exposing only the CUDA array interface: the boundary reads it without a device."""
+
+    def __init__(self, **fields):
+        self.__cuda_array_interface__ = {"shape": (2, 3, 32, 32), "typestr": "<f4",
+                                         "data": (0x7000_0000, False), "version": 3, **fields}
+
+
+def test_a_cuda_array_interface_is_read_without_copies(cuda):
+    info = cuda.inspect_device_array(FakeCudaArray(stream=None))
+    assert info == {"data": 0x7000_0000, "shape": (2, 3, 32, 32), "stream": None}
+    assert cuda.inspect_device_array(FakeCudaArray(strides=(12288, 4096, 128, 4)))["shape"] == (2, 3, 32, 32)
+    assert cuda.inspect_device_array(FakeCudaArray(stream=5))["stream"] == 5
+
+
+@pytest.mark.parametrize("fields,error,match", [
+    ({"typestr": "<f8"}, TypeError, "float32"),
+    ({"strides": (4, 8, 256, 8192)}, ValueError, "C-contiguous"),
+    ({"mask": object()}, ValueError, "masked"),
+    ({"stream": 0}, ValueError, "forbids"),
+    ({"data": (0, False)}, ValueError, "null device pointer"),
+])
+def test_bad_cuda_array_interfaces_are_rejected(cuda, fields, error, match):
+    with pytest.raises(error, match=match):
+        cuda.inspect_device_array(FakeCudaArray(**fields))
+
+
+def test_an_object_without_cuda_arrays_is_a_type_error(cuda):
+    with pytest.raises(TypeError):
+        cuda.inspect_device_array(object())
+
+
+# ---- the benchmarks and the dev programs ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["cuda_vs_torch.py", "cuda_kernels.py"])
+def test_the_benchmarks_import_and_explain_a_missing_gpu(script, no_device, capsys):
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location(script[:-3], ROOT / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--batches", "1"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+# ---- the dev programs compile ----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(NVCC is None or shutil.which("make") is None, reason="needs nvcc and make")
+def test_the_dev_programs_compile(tmp_path):
+    """cuda/dev/*.cu with the kernels they promote, for sm_80 and sm_90 (about 30 s on 2 cores)."""
+    env = dict(os.environ, PATH=f"{Path(NVCC).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = subprocess.run(["make", "-C", str(ROOT / "cuda" / "dev"), "-j2", f"BUILD={tmp_path}"],
+                            capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for program in ("attention", "bias_gelu", "layernorm", "matmul_fp32", "matmul_tc", "patchify"):
+        assert (tmp_path / program).is_file(), program
