@@ -52,7 +52,9 @@ def sanitized(tmp_path_factory) -> tuple[Path, str]:
     import pybind11
 
     build = tmp_path_factory.mktemp("cpp-sanitize")
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    # ninja from PATH or from this venv (the test extra installs it), else cmake's default
+    ninja = shutil.which("ninja") or shutil.which("ninja", path=str(Path(sys.executable).parent))
+    generator = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"] if ninja else []
     subprocess.run(["cmake", "-S", str(ROOT / "cpp_cpu"), "-B", str(build), *generator,
                     "-DPOLYVIT_SANITIZE=ON", f"-DPython_EXECUTABLE={sys.executable}",
                     f"-Dpybind11_DIR={pybind11.get_cmake_dir()}"],
