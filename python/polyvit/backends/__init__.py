@@ -12,6 +12,7 @@ from ..errors import BackendError
 # name -> "module:Class", imported on first use
 _REGISTRY: dict[str, str] = {
     "torch": "polyvit.backends.torch_backend:TorchBackend",
+    "cpp": "polyvit.backends.cpp_backend:CppBackend",
     "mojo": "polyvit.backends.mojo_backend:MojoBackend",
     "cuda": "polyvit.backends.cuda_backend:CudaBackend",
     "sycl": "polyvit.backends.sycl_backend:SyclBackend",

@@ -1,0 +1,80 @@
+// gemm_int8.cpp — int8 GEMM (vpdpbusd: four u8 x s8 products summed into int32 lanes) with the
+// fused fp32 epilogues.
+//
+// Activations are u8 per row with a zero point, a = sa (q - za); weights s8 per output column,
+// w = sw q. The dot product sum_k (qa - za) qw = sum_k qa qw - za sum_k qw is exact in int32
+// (K * 255 * 127 < 2^31 for K < 66000), then scaled once by sa * sw. AVX512_VNNI only.
+#include "epilogue.h"
+#include "gemm_loop.h"
+#include "kernels.h"
+#include "simd.h"
+
+namespace polyvit::cpu::avx512_vnni {
+namespace {
+
+constexpr int NV = 2, MR = 12, NR = NV * W;
+
+// As the fp32 tile (gemm_f32.cpp); one k step is a quad of k.
+template <int M>
+void tile(const GemmInt8& g, int row, int col, int ncols, const int8_t* bp, const char* pf) {
+  struct { __m512i v; } acc[M][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[i][j].v = _mm512_setzero_si512();
+
+  const uint8_t* a = g.a + row * g.lda;
+  const long lda = g.lda;
+  for (int k = 0; k < g.kp; k += 4, bp += 4 * NR, pf += 64) {
+    __builtin_prefetch(pf, 0, 2);
+    __m512i b[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) b[j] = _mm512_loadu_si512(bp + j * 4 * W);
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) {
+      int32_t quad;
+      __builtin_memcpy(&quad, a + i * lda + k, sizeof quad);
+      const __m512i ai = _mm512_set1_epi32(quad);
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) acc[i][j].v = _mm512_dpbusd_epi32(acc[i][j].v, ai, b[j]);
+    }
+  }
+
+  // back to fp32: (acc - za * colsum) * sa * sw, one vector at a time as the epilogue needs it
+  __m512i sum[NV];
+  __m512 sw[NV];
+#pragma GCC unroll 4
+  for (int j = 0; j < NV; ++j) {
+    const __mmask16 m = lanes(imax(0, imin(W, ncols - j * W)));
+    sum[j] = _mm512_maskz_loadu_epi32(m, g.b_sum + col + j * W);
+    sw[j] = _mm512_maskz_loadu_ps(m, g.b_scale + col + j * W);
+  }
+  auto value = [&](int i, int j) {
+    const __m512i dot = _mm512_sub_epi32(
+        acc[i][j].v, _mm512_mullo_epi32(_mm512_set1_epi32(g.a_zero[row + i]), sum[j]));
+    return V{_mm512_mul_ps(_mm512_cvtepi32_ps(dot),
+                           _mm512_mul_ps(sw[j], _mm512_set1_ps(g.a_scale[row + i])))};
+  };
+
+  float* c = g.c + row * g.ldc + col;
+  finish_tile<M, NV>(value, g.epi, g.bias + col, ncols, g.r ? g.r + row * g.ldr + col : nullptr, g.ldr,
+              [&](int i, int j, V y, int n) {
+                if (n == W) store(c + i * g.ldc + j * W, y);
+                else store_n(c + i * g.ldc + j * W, y, n);
+              });
+}
+
+using TileFn = void (*)(const GemmInt8&, int, int, int, const int8_t*, const char*);
+constexpr TileFn kTiles[MR + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>,
+                                   tile<7>, tile<8>, tile<9>, tile<10>, tile<11>, tile<12>};
+
+}  // namespace
+
+extern const int gemm_int8_nr = NR;
+
+void gemm_int8(const GemmInt8& g, int m0, int m1, int p0, int p1) {
+  gemm_loop<MR>(g, m0, m1, p0, p1, NR, g.b, static_cast<long>(g.kp) * NR, g.kp, g.kp / 4,
+                kTiles);
+}
+
+}  // namespace polyvit::cpu::avx512_vnni

@@ -1,0 +1,36 @@
+// linear.h — y = epilogue(x @ W^T + b) for a packed layer of any precision, inside a team.
+#pragma once
+
+#include "kernels.h"
+#include "pack.h"
+#include "parallel.h"
+
+namespace polyvit::cpu {
+
+// The kernels of every precision a model may use (bf16/int8 null when not needed).
+struct Engine {
+  const Kernels* f32 = nullptr;
+  const KernelsBf16* bf16 = nullptr;
+  const KernelsInt8* int8 = nullptr;
+};
+
+// Scratch for the reduced-precision A operand: (rows, kp) of the layer's kind.
+struct Operand {
+  uint16_t* a16 = nullptr;   // bf16 rows
+  uint8_t* a8 = nullptr;     // u8 rows
+  float* scale = nullptr;    // (rows,)
+  int32_t* zero = nullptr;   // (rows,)
+};
+
+// x (m, K) fp32 rows at stride ldx -> c (m, N) fp32 at stride ldc; r is the residual for
+// Epilogue::Residual (may alias c). bf16 and int8 layers first convert x into op (a barrier
+// inside), so every thread of the team must call this.
+void linear(const Engine& e, const Linear& l, const float* x, long ldx, int m, float* c,
+            long ldc, Epilogue epi, const float* r, long ldr, const Operand& op, Team team);
+
+// The same with the operand already in op (m rows at stride l.kp, written by the producer in
+// the layer's type). A bf16 layer may write bf16 c16 instead of c (c = nullptr).
+void linear_prepared(const Engine& e, const Linear& l, int m, float* c, uint16_t* c16, long ldc,
+                     Epilogue epi, const float* r, long ldr, const Operand& op, Team team);
+
+}  // namespace polyvit::cpu

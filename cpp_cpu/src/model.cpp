@@ -1,0 +1,336 @@
+// model.cpp — the ViT forward pass (python/polyvit/reference.py is the spec it follows).
+//
+// All activations are token rows: the batch is flattened to B*T rows, so every linear layer
+// is one GEMM whatever the batch. One OpenMP parallel region runs the whole pass; ops split
+// their work over its threads and meet at a barrier before the next op reads their output.
+#include "model.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "ops.h"
+#include "patch_embed.h"
+
+namespace polyvit::cpu {
+
+std::vector<std::pair<std::string, std::vector<long>>> expected_shapes(const Dims& d) {
+  const long D = d.dim, M = d.mlp, P = d.patch, C = d.chans;
+  std::vector<std::pair<std::string, std::vector<long>>> s;
+  if (d.norm_pre) {
+    s.push_back({"patch_embed.norm_pre.weight", {C * P * P}});
+    s.push_back({"patch_embed.norm_pre.bias", {C * P * P}});
+  }
+  s.push_back({"patch_embed.proj.weight", {D, C, P, P}});
+  s.push_back({"patch_embed.proj.bias", {D}});
+  if (d.norm_post) {
+    s.push_back({"patch_embed.norm.weight", {D}});
+    s.push_back({"patch_embed.norm.bias", {D}});
+  }
+  s.push_back({"cls_token", {1, 1, D}});
+  s.push_back({"pos_embed", {1, d.tokens(), D}});
+  for (int i = 0; i < d.depth; ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    s.push_back({b + "norm1.weight", {D}});
+    s.push_back({b + "norm1.bias", {D}});
+    s.push_back({b + "attn.qkv.weight", {3 * D, D}});
+    if (d.qkv_bias) s.push_back({b + "attn.qkv.bias", {3 * D}});
+    s.push_back({b + "attn.proj.weight", {D, D}});
+    s.push_back({b + "attn.proj.bias", {D}});
+    s.push_back({b + "norm2.weight", {D}});
+    s.push_back({b + "norm2.bias", {D}});
+    s.push_back({b + "mlp.fc1.weight", {M, D}});
+    s.push_back({b + "mlp.fc1.bias", {M}});
+    s.push_back({b + "mlp.fc2.weight", {D, M}});
+    s.push_back({b + "mlp.fc2.bias", {D}});
+  }
+  s.push_back({"norm.weight", {D}});
+  s.push_back({"norm.bias", {D}});
+  s.push_back({"head.weight", {d.classes, D}});
+  s.push_back({"head.bias", {d.classes}});
+  return s;
+}
+
+namespace {
+
+Buffer<float> copy_of(const float* p, long n) {
+  Buffer<float> b(n);
+  std::memcpy(b.data(), p, sizeof(float) * n);
+  return b;
+}
+
+int nr_for(const Engine& e, Precision p) {
+  return p == Precision::F32 ? e.f32->nr : p == Precision::BF16 ? e.bf16->nr : e.int8->nr;
+}
+
+}  // namespace
+
+Model::Model(const Dims& d, const WeightMap& w, Precision precision, int threads,
+             const std::string& isa)
+    : d_(d), threads_(threads) {
+  const char* why = nullptr;
+  engine_.f32 = kernels_for(isa.c_str(), &why);
+  if (!engine_.f32) throw Unsupported("isa '" + isa + "': " + why);
+  if (precision == Precision::BF16 && !(engine_.bf16 = kernels_bf16(&why))) throw Unsupported(why);
+  if (precision == Precision::INT8 && !(engine_.int8 = kernels_int8(&why))) throw Unsupported(why);
+  if (precision != Precision::F32 && std::string(engine_.f32->isa) != "avx512")
+    throw Unsupported("bf16 and int8 run with the avx512 kernels; this model uses isa '" +
+                      std::string(engine_.f32->isa) + "'");
+
+  const long D = d.dim, M = d.mlp;
+  auto pack = [&](const std::string& name, const float* bias, int n, int k, Precision p) {
+    return pack_linear(w.at(name + ".weight"), bias, n, k, p, nr_for(engine_, p));
+  };
+  if (d.norm_pre) {
+    norm_pre_w_ = copy_of(w.at("patch_embed.norm_pre.weight"), d.patch_dim());
+    norm_pre_b_ = copy_of(w.at("patch_embed.norm_pre.bias"), d.patch_dim());
+  }
+  // (D, C, P, P) is already (D, C*P*P) in im2col's (c, py, px) order
+  patch_ = pack("patch_embed.proj", w.at("patch_embed.proj.bias"), d.dim, d.patch_dim(),
+                precision);
+  if (d.norm_post) {
+    norm_post_w_ = copy_of(w.at("patch_embed.norm.weight"), D);
+    norm_post_b_ = copy_of(w.at("patch_embed.norm.bias"), D);
+  }
+  cls_ = copy_of(w.at("cls_token"), D);
+  pos_ = copy_of(w.at("pos_embed"), d.tokens() * D);
+  blocks_.resize(d.depth);
+  for (int i = 0; i < d.depth; ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".";
+    Block& blk = blocks_[i];
+    blk.ln1_w = copy_of(w.at(b + "norm1.weight"), D);
+    blk.ln1_b = copy_of(w.at(b + "norm1.bias"), D);
+    blk.ln2_w = copy_of(w.at(b + "norm2.weight"), D);
+    blk.ln2_b = copy_of(w.at(b + "norm2.bias"), D);
+    const float* qkv_w = w.at(b + "attn.qkv.weight");  // (3D, D): rows q, then k, then v
+    const float* qkv_b = d.qkv_bias ? w.at(b + "attn.qkv.bias") : nullptr;
+    if (i + 1 < d.depth) {
+      blk.qkv = pack_linear(qkv_w, qkv_b, 3 * D, D, precision, nr_for(engine_, precision));
+    } else {
+      blk.q = pack_linear(qkv_w, qkv_b, D, D, precision, nr_for(engine_, precision));
+      blk.kv = pack_linear(qkv_w + D * D, qkv_b ? qkv_b + D : nullptr, 2 * D, D, precision,
+                           nr_for(engine_, precision));
+    }
+    blk.proj = pack(b + "attn.proj", w.at(b + "attn.proj.bias"), D, D, precision);
+    blk.fc1 = pack(b + "mlp.fc1", w.at(b + "mlp.fc1.bias"), M, D, precision);
+    blk.fc2 = pack(b + "mlp.fc2", w.at(b + "mlp.fc2.bias"), D, M, precision);
+  }
+  norm_w_ = copy_of(w.at("norm.weight"), D);
+  norm_b_ = copy_of(w.at("norm.bias"), D);
+  // the head is 0.04% of the work: it stays fp32 so reduced precisions round logits once less
+  head_ = pack("head", w.at("head.bias"), d.classes, d.dim, Precision::F32);
+}
+
+// ---- workspaces --------------------------------------------------------------------------------
+
+long Model::scratch_stride() const {  // attention scratch floats per thread, either form
+  const int block = std::max(engine_.f32->attention_block,
+                             engine_.bf16 ? engine_.bf16->attention_block : 0);
+  return attention_scratch(block, attention_tp(d_.tokens()), d_.head_dim());
+}
+
+std::unique_ptr<Model::Workspace> Model::acquire(int batch) {
+  std::unique_ptr<Workspace> ws;
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    if (!pool_.empty()) {
+      ws = std::move(pool_.back());
+      pool_.pop_back();
+    }
+  }
+  if (!ws) ws = std::make_unique<Workspace>();
+  if (ws->batch >= batch) return ws;
+
+  const long B = batch, T = d_.tokens(), D = d_.dim, N = d_.patches();
+  const int tp = attention_tp(d_.tokens());
+  const long kp = (std::max({d_.dim, d_.mlp, d_.patch_dim()}) + 3) / 4 * 4;
+  ws->x.reserve(B * T * D);
+  ws->h.reserve(B * T * D);
+  ws->qkv.reserve(B * T * 3 * D);
+  ws->mlp.reserve(B * T * d_.mlp);
+  ws->kt.reserve(B * D * tp);
+  ws->patches.reserve(B * N * d_.patch_dim());
+  ws->cls.reserve(B * D);
+  ws->scratch.reserve(threads_ * scratch_stride());
+  if (engine_.bf16) {
+    const long mp = (d_.mlp + 1) / 2 * 2, hdp = (d_.head_dim() + 1) / 2 * 2;
+    ws->kt16.reserve(B * d_.heads * hdp * tp);
+    ws->v16.reserve(B * d_.heads * hdp * tp);
+    ws->a16.reserve(B * T * kp);
+    ws->mlp16.reserve(B * T * mp);
+    std::memset(ws->mlp16.data(), 0, sizeof(uint16_t) * B * T * mp);
+  }
+  if (engine_.int8) {
+    ws->a8.reserve(B * T * kp);
+    ws->a_scale.reserve(B * T);
+    ws->a_zero.reserve(B * T);
+  }
+  ws->batch = batch;
+  return ws;
+}
+
+void Model::release(std::unique_ptr<Workspace> ws) {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  pool_.push_back(std::move(ws));
+}
+
+// ---- forward -----------------------------------------------------------------------------------
+
+const char* Model::op_name(int op) {
+  static const char* const names[kOps] = {"patch_embed", "layernorm", "qkv", "attention",
+                                          "proj", "fc1", "fc2", "head"};
+  return names[op];
+}
+
+void Model::forward(const float* images, int batch, float* logits, double* seconds) {
+  std::unique_ptr<Workspace> ws = acquire(batch);
+  const Dims& d = d_;
+  const Kernels& k = *engine_.f32;
+  const int T = d.tokens(), D = d.dim, M = d.mlp, N = d.patches(), tp = attention_tp(T);
+  const int rows = batch * T, prows = batch * N;
+  const Operand op{ws->a16.data(), ws->a8.data(), ws->a_scale.data(), ws->a_zero.data()};
+  const long scratch_stride = this->scratch_stride();
+  float *x = ws->x.data(), *h = ws->h.data(), *qkv = ws->qkv.data(), *mlp = ws->mlp.data();
+  const Epilogue gelu = d.gelu_tanh ? Epilogue::GeluTanh : Epilogue::GeluErf;
+
+  parallel(threads_, [&](Team t) {
+    // after a barrier, the team's first thread books the time since its last mark to op
+    double last = seconds && t.id == 0 ? omp_get_wtime() : 0.0;
+    auto mark = [&](Op op) {
+      if (!seconds || t.id) return;
+      const double now = omp_get_wtime();
+      seconds[op] += now - last;
+      last = now;
+    };
+    long r0, r1;
+    // patch embedding: im2col (+ LayerNorm over each flattened patch), GEMM into h
+    t.split(prows, &r0, &r1);
+    im2col(images, d.chans, d.image, d.patch, ws->patches.data(), r0, r1);
+    if (d.norm_pre)
+      k.layernorm(ws->patches.data() + r0 * d.patch_dim(), d.patch_dim(),
+                  ws->patches.data() + r0 * d.patch_dim(), d.patch_dim(),
+                  static_cast<int>(r1 - r0), d.patch_dim(), norm_pre_w_.data(),
+                  norm_pre_b_.data(), d.eps);
+    barrier();
+    mark(kPatchEmbed);
+    linear(engine_, patch_, ws->patches.data(), d.patch_dim(), prows, h, D, Epilogue::Bias,
+           nullptr, 0, op, t);
+    barrier();
+    t.split(rows, &r0, &r1);
+    assemble_tokens(k, h, cls_.data(), pos_.data(), d.norm_post ? norm_post_w_.data() : nullptr,
+                    norm_post_b_.data(), d.eps, T, D, x, r0, r1);
+    barrier();
+    mark(kPatchEmbed);
+
+    // With bf16 blocks, LayerNorm writes the next GEMM's bf16 operand itself and fc1 writes
+    // bf16 for fc2: those activations are never stored in fp32 and converted again.
+    const bool bf16 = engine_.bf16 != nullptr;
+    auto norm = [&](const Block& blk, const Buffer<float>& w, const Buffer<float>& b) {
+      if (bf16) {
+        t.split(rows, &r0, &r1);
+        if (r0 < r1)
+          engine_.bf16->layernorm(x + r0 * D, D, op.a16 + r0 * blk.fc1.kp, blk.fc1.kp,
+                                  static_cast<int>(r1 - r0), D, blk.fc1.kp, w.data(), b.data(),
+                                  d.eps);
+      } else {
+        layernorm(k, x, D, h, D, rows, D, w.data(), b.data(), d.eps, t);
+      }
+      barrier();
+      mark(kLayerNorm);
+    };
+
+    for (int i = 0; i + 1 < d.depth; ++i) {
+      const Block& blk = blocks_[i];
+      // x = x + proj(attention(qkv(norm1(x))))
+      norm(blk, blk.ln1_w, blk.ln1_b);
+      if (bf16)
+        linear_prepared(engine_, blk.qkv, rows, qkv, nullptr, 3 * D, Epilogue::Bias, nullptr, 0,
+                        op, t);
+      else
+        linear(engine_, blk.qkv, h, D, rows, qkv, 3 * D, Epilogue::Bias, nullptr, 0, op, t);
+      barrier();
+      mark(kQkv);
+      if (bf16) {  // bf16 dot products; the output rows are proj's bf16 operand
+        Attention at{qkv, nullptr, nullptr, batch, T, D, d.heads, tp, T};
+        at.kt16 = ws->kt16.data();
+        at.v16 = ws->v16.data();
+        at.out16 = op.a16;
+        at.ldo16 = blk.proj.kp;
+        attention_bf16(*engine_.bf16, at, ws->scratch.data(), scratch_stride, t);
+      } else {
+        attention(k, Attention{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp, T},
+                  ws->scratch.data(), scratch_stride, t);
+      }
+      barrier();
+      mark(kAttention);
+      if (bf16)
+        linear_prepared(engine_, blk.proj, rows, x, nullptr, D, Epilogue::Residual, x, D, op, t);
+      else
+        linear(engine_, blk.proj, h, D, rows, x, D, Epilogue::Residual, x, D, op, t);
+      barrier();
+      mark(kProj);
+      // x = x + fc2(gelu(fc1(norm2(x))))
+      norm(blk, blk.ln2_w, blk.ln2_b);
+      if (bf16) {
+        uint16_t* mlp16 = ws->mlp16.data();
+        linear_prepared(engine_, blk.fc1, rows, nullptr, mlp16, blk.fc2.kp, gelu, nullptr, 0, op,
+                        t);
+        barrier();
+        mark(kFc1);
+        linear_prepared(engine_, blk.fc2, rows, x, nullptr, D, Epilogue::Residual, x, D,
+                        Operand{mlp16, nullptr, nullptr, nullptr}, t);
+      } else {
+        linear(engine_, blk.fc1, h, D, rows, mlp, M, gelu, nullptr, 0, op, t);
+        barrier();
+        mark(kFc1);
+        linear(engine_, blk.fc2, mlp, M, rows, x, D, Epilogue::Residual, x, D, op, t);
+      }
+      barrier();
+      mark(kFc2);
+    }
+
+    // The last block: only its class tokens reach the head, and everything after attention
+    // is per token, so q, attention, proj and the MLP run for the class tokens alone (rows
+    // b * T, stride T * D); keys and values still cover every token. 6% of the FLOPs of
+    // ViT-S/32, and the class tokens' values are computed exactly as in a full block.
+    const Block& top = blocks_.back();
+    const long ldt = static_cast<long>(T) * D;  // from one class token to the next
+    layernorm(k, x, D, h, D, rows, D, top.ln1_w.data(), top.ln1_b.data(), d.eps, t);
+    barrier();
+    mark(kLayerNorm);
+    linear(engine_, top.kv, h, D, rows, qkv + D, 3 * D, Epilogue::Bias, nullptr, 0, op, t);
+    barrier();
+    linear(engine_, top.q, h, ldt, batch, qkv, 3 * ldt, Epilogue::Bias, nullptr, 0, op, t);
+    barrier();
+    mark(kQkv);
+    attention(k, Attention{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp, 1},
+              ws->scratch.data(), scratch_stride, t);
+    barrier();
+    mark(kAttention);
+    linear(engine_, top.proj, h, ldt, batch, x, ldt, Epilogue::Residual, x, ldt, op, t);
+    barrier();
+    mark(kProj);
+    layernorm(k, x, ldt, ws->cls.data(), D, batch, D, top.ln2_w.data(), top.ln2_b.data(), d.eps,
+              t);
+    barrier();
+    mark(kLayerNorm);
+    linear(engine_, top.fc1, ws->cls.data(), D, batch, mlp, M, gelu, nullptr, 0, op, t);
+    barrier();
+    mark(kFc1);
+    linear(engine_, top.fc2, mlp, M, batch, x, ldt, Epilogue::Residual, x, ldt, op, t);
+    barrier();
+    mark(kFc2);
+
+    // final LayerNorm of the class tokens, then the head
+    layernorm(k, x, ldt, ws->cls.data(), D, batch, D, norm_w_.data(), norm_b_.data(), d.eps, t);
+    barrier();
+    linear(engine_, head_, ws->cls.data(), D, batch, logits, d.classes, Epilogue::Bias, nullptr,
+           0, op, t);
+    if (seconds) {
+      barrier();
+      mark(kHead);
+    }
+  });
+  release(std::move(ws));
+}
+
+}  // namespace polyvit::cpu

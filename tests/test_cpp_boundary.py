@@ -1,0 +1,173 @@
+"""Bad input at the C++ backend's native boundary (polyvit._cpu called directly, past the Python
+checks) and through polyvit.load: every mistake is a clear TypeError / ValueError /
+BackendError naming what to pass instead, never a crash or a silent copy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import polyvit
+from polyvit import BackendError
+from polyvit.config import get_config
+from polyvit.weights import random_weights
+
+_cpu = pytest.importorskip("polyvit._cpu", reason="the C++ extension polyvit._cpu is not built")
+
+CFG = get_config("vit_test")
+WEIGHTS = random_weights(CFG, seed=3)
+
+
+@pytest.fixture(scope="module")
+def native():
+    return _cpu.Model(CFG.to_dict(), WEIGHTS, "fp32", 2, "auto")
+
+
+def images(batch=2):
+    return np.zeros((batch, CFG.in_chans, CFG.image_size, CFG.image_size), np.float32)
+
+
+# ---- forward ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad,error,words", [
+    (images().astype(np.float64), TypeError, "float32"),
+    (images().astype(np.float16), TypeError, "float32"),
+    (images().astype(">f4"), TypeError, "float32"),
+    (images().tolist(), TypeError, "numpy array"),
+    (images()[:, :, :, ::2], ValueError, "shape"),
+    (np.asfortranarray(images()), ValueError, "C-contiguous"),
+    (images().transpose(0, 1, 3, 2), ValueError, "C-contiguous"),
+    (images()[0], ValueError, "shape"),
+    (images(0), ValueError, "empty batch"),
+    (np.zeros((2, 1, 32, 32), np.float32), ValueError, "shape"),
+])
+def test_native_forward_rejects(native, bad, error, words):
+    with pytest.raises(error, match=words):
+        native.forward(bad)
+
+
+def test_native_forward_reads_views_and_readonly_arrays_in_place(native):
+    batch = np.random.default_rng(0).uniform(-1, 1, (4, 3, 32, 32)).astype(np.float32)
+    full = native.forward(batch)
+    view = batch[1:3]  # a contiguous view: no copy needed, none made
+    readonly = batch.copy()
+    readonly.setflags(write=False)
+    np.testing.assert_array_equal(native.forward(view), full[1:3])
+    np.testing.assert_array_equal(native.forward(readonly), full)
+
+
+@pytest.mark.parametrize("bad,error", [
+    (lambda x: x.astype(np.float64), TypeError),
+    (lambda x: np.asfortranarray(x), ValueError),
+    (lambda x: x[:0], ValueError),
+    (lambda x: x[:, :2], ValueError),
+    (lambda x: x[0], ValueError),
+])
+def test_model_call_rejects(bad, error):
+    model = polyvit.load(WEIGHTS, backend="cpp", config=CFG)
+    with pytest.raises(error):
+        model(bad(images(3)))
+
+
+def test_nan_input_gives_nan_logits_not_a_crash(native):
+    x = images(1)
+    x[0, 0, 0, 0] = np.nan
+    assert np.isnan(native.forward(x)).any()
+
+
+# ---- load ---------------------------------------------------------------------------------------
+
+def test_native_load_rejects_a_missing_tensor():
+    w = dict(WEIGHTS)
+    del w["blocks.1.mlp.fc2.bias"]
+    with pytest.raises(ValueError, match="blocks.1.mlp.fc2.bias"):
+        _cpu.Model(CFG.to_dict(), w, "fp32", 1, "auto")
+
+
+def test_native_load_rejects_an_extra_tensor():
+    w = dict(WEIGHTS, stray=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="remove"):
+        _cpu.Model(CFG.to_dict(), w, "fp32", 1, "auto")
+
+
+@pytest.mark.parametrize("fix,error,words", [
+    (lambda a: a.T, ValueError, "shape|C-contiguous"),
+    (lambda a: a[:-1], ValueError, "shape"),
+    (lambda a: a.astype(np.float64), TypeError, "float32"),
+    (lambda a: np.asfortranarray(a), ValueError, "C-contiguous"),
+])
+def test_native_load_checks_each_tensor(fix, error, words):
+    w = dict(WEIGHTS)
+    w["blocks.0.attn.qkv.weight"] = fix(w["blocks.0.attn.qkv.weight"])
+    with pytest.raises(error, match=words):
+        _cpu.Model(CFG.to_dict(), w, "fp32", 1, "auto")
+
+
+@pytest.mark.parametrize("field,value,error", [
+    ("num_heads", 5, ValueError), ("embed_dim", 0, ValueError), ("gelu", "relu", ValueError),
+    ("qkv_bias", 1, TypeError), ("ln_eps", -1.0, ValueError),
+])
+def test_native_load_checks_the_config(field, value, error):
+    cfg = dict(CFG.to_dict(), **{field: value})
+    with pytest.raises(error):
+        _cpu.Model(cfg, WEIGHTS, "fp32", 1, "auto")
+
+
+@pytest.mark.parametrize("options,words", [
+    ({"precision": "fp16"}, "fp16"),
+    ({"isa": "sse9"}, "isa"),
+    ({"threads": 0}, "threads"),
+    ({"threads": -2}, "threads"),
+    ({"threads": "2"}, "threads"),
+    ({"cores": 2}, "cores"),
+])
+def test_load_rejects_bad_options(options, words):
+    with pytest.raises(BackendError, match=words):
+        polyvit.load(WEIGHTS, backend="cpp", config=CFG, **options)
+
+
+def test_native_unsupported_precision_or_isa_is_a_backend_error():
+    with pytest.raises(BackendError, match="fp16"):
+        _cpu.Model(CFG.to_dict(), WEIGHTS, "fp16", 1, "auto")
+    with pytest.raises(BackendError, match="isa"):
+        _cpu.Model(CFG.to_dict(), WEIGHTS, "fp32", 1, "neon")
+    if "avx2" in _cpu.isas().split():  # bf16 / int8 run only with the AVX-512 kernels
+        with pytest.raises(BackendError, match="avx512"):
+            _cpu.Model(CFG.to_dict(), WEIGHTS, "int8", 1, "avx2")
+
+
+@pytest.mark.parametrize("precision,feature", [("bf16", "avx512_bf16"), ("int8", "avx512_vnni")])
+def test_a_cpu_without_the_dot_product_gets_a_backend_error(monkeypatch, precision, feature):
+    """What a CPU lacking AVX512_BF16 / AVX512_VNNI sees (simulated by hiding the feature)."""
+    monkeypatch.setattr(_cpu, "cpu_has", lambda f: f != feature)
+    with pytest.raises(BackendError, match=feature.upper()):
+        polyvit.load(WEIGHTS, backend="cpp", config=CFG, precision=precision)
+
+
+# ---- single ops ---------------------------------------------------------------------------------
+
+def f32(*shape):
+    return np.ones(shape, np.float32)
+
+
+@pytest.mark.parametrize("call,error,words", [
+    (lambda: _cpu.linear(f32(4, 8), f32(3, 7), f32(3)), ValueError, "weight has shape"),
+    (lambda: _cpu.linear(f32(4, 8), f32(3, 8), f32(4)), ValueError, "bias has shape"),
+    (lambda: _cpu.linear(f32(4, 8).astype(np.float64), f32(3, 8), None), TypeError, "float32"),
+    (lambda: _cpu.linear(f32(8, 4).T, f32(3, 8), None), ValueError, "C-contiguous"),
+    (lambda: _cpu.linear(f32(0, 8), f32(3, 8), None), ValueError, "empty"),
+    (lambda: _cpu.linear(f32(4, 8), f32(3, 8), None, "residual"), ValueError, "residual"),
+    (lambda: _cpu.linear(f32(4, 8), f32(3, 8), None, "residual", f32(4, 4)), ValueError, "shape"),
+    (lambda: _cpu.linear(f32(4, 8), f32(3, 8), None, "relu"), ValueError, "epilogue"),
+    (lambda: _cpu.layernorm(f32(4, 8), f32(7), f32(8), 1e-6), ValueError, "weight has shape"),
+    (lambda: _cpu.layernorm(f32(4, 8), f32(8), f32(8), 0.0), ValueError, "eps"),
+    (lambda: _cpu.attention(f32(2, 5, 10), 1), ValueError, "3 \\* D"),
+    (lambda: _cpu.attention(f32(2, 5, 12), 3), ValueError, "num_heads"),
+    (lambda: _cpu.attention(f32(2, 0, 12), 1), ValueError, "empty"),
+    (lambda: _cpu.attention(f32(10, 12), 1), ValueError, "shape"),
+    (lambda: _cpu.bias_gelu(f32(4, 8), f32(8), "relu"), ValueError, "form"),
+    (lambda: _cpu.bias_gelu(f32(4, 8), f32(4, 8)), ValueError, "bias has shape"),
+])
+def test_native_ops_reject(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
