@@ -38,10 +38,9 @@ def machine() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    gpu = None
+    # why there is none stays in results.json's backends section
     status = backends.available_backends().get("cuda")
-    if status is not None:
-        gpu = status[1] if not status[0] else "available"
+    gpu = "CUDA device" if status is not None and status[0] else None
     return {"cpu": cpu, "cores": os.cpu_count(), "cpu_flags": flags, "gpu": gpu,
             "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "polyvit": __version__, "versions": versions,

@@ -140,19 +140,22 @@ def measure(runners: list[Runner], cfg: ViTConfig, weights: Mapping[str, np.ndar
     progress: a tqdm-like bar; its total grows by the number of timed calls once planned."""
     images = parity.random_images(cfg, batch, seed=1000 + batch)
     oracle, tol = parity.reference_outputs(cfg, weights, images)
-    active, outputs, warm = [], {}, 0.0
+    active, outputs, per_round = [], {}, 0.0
     for r in runners:
         if not r.prepare():
             continue
-        start = time.perf_counter()
         try:
             outputs[r.label] = np.asarray(r.fn(images), dtype=np.float32)  # warm-up + parity
         except Exception as exc:
             r.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
             continue
-        warm += time.perf_counter() - start
+        # A second call plans the rounds: the first pays one-time costs (torch.compile's
+        # compile, graph capture, kernel builds) that would shrink the plan to a few rounds.
+        start = time.perf_counter()
+        r.fn(images)
+        per_round += time.perf_counter() - start
         active.append(r)
-    n = rounds or plan_rounds(warm, budget_seconds)
+    n = rounds or plan_rounds(per_round, budget_seconds)
     if progress is not None:
         progress.total = (progress.total or 0) + n * len(active)
         progress.refresh()

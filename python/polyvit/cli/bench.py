@@ -17,7 +17,7 @@ from ..errors import BackendError
 from ..model import resolve_weights
 from .common import positive_int, run_main
 
-FULL_BUDGET, QUICK_BUDGET = 30.0, 4.0   # seconds of timed rounds per batch size
+FULL_BUDGET, QUICK_BUDGET = 60.0, 4.0   # seconds of timed rounds per batch size
 CPU_BATCHES, GPU_BATCHES = [1, 32], [1, 32, 256, 1024]
 SPEED_PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # fp64 is the oracle, not a speed target
 
