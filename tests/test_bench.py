@@ -116,7 +116,7 @@ def test_rounds_are_interleaved_and_rotated():
     b, _ = fake_runner("b", calls)
     c, _ = fake_runner("c", calls)
     records = measure([a, b, c], CFG, weights, batch=2, budget_seconds=0, rounds=3)
-    assert calls == ["a", "b", "c",            # warm-up, in order
+    assert calls == ["a", "a", "b", "b", "c", "c",  # warm-up and planning call, in order
                      "a", "b", "c", "b", "c", "a", "c", "a", "b"]  # rotated rounds
     assert [len(r.seconds) for r in records] == [3, 3, 3]
     assert all(r.parity == "pass" for r in records)
