@@ -98,19 +98,14 @@ def test_accuracy_against_fp32(precision, name):
     cfg = get_config(name)
     weights = random_weights(cfg, seed=1)
     images = parity.random_images(cfg, IMAGES, seed=101)
-    ref = polyvit.load(weights, backend="sycl", config=cfg)(images).astype(np.float64)
+    ref = polyvit.load(weights, backend="sycl", config=cfg)(images)
     out = polyvit.load(weights, backend="sycl", config=cfg, precision=precision)(images)
-    out = out.astype(np.float64)
-    cosine = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
-    top = np.sort(ref, axis=1)
-    lead = (top[:, -1] - top[:, -2]) / ref.std(axis=1)
-    agree = out.argmax(1) == ref.argmax(1)
-    clear = lead > 4 * ERROR_STD[precision]
-    report = (f"{precision} {name}: cosine min {cosine.min():.7f}, top-1 {agree.mean():.1%} "
-              f"overall, {agree[clear].mean():.1%} of {clear.sum()} clear leads")
-    assert cosine.min() >= COSINE[precision], report
-    assert agree[clear].all(), report
-    assert agree.mean() >= TOP1_OVERALL, report
+    found = parity.agreement(out, ref, ERROR_STD[precision])
+    report = found.summary(f"{precision} {name}")
+    print(report)
+    assert found.cosine.min() >= COSINE[precision], report
+    assert found.top1[found.clear].all(), report
+    assert found.top1.mean() >= TOP1_OVERALL, report
 
 
 def test_an_unknown_precision_is_refused(sycl):

@@ -69,6 +69,30 @@ def compare(candidate: np.ndarray, oracle: np.ndarray, tol: float, k: int = 5) -
     return ParityResult(err, tol, topk, top1)
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """How a reduced-precision run agrees with fp32 logits of the same inputs."""
+    cosine: np.ndarray       # (B,) cosine similarity of each image's logits
+    top1: np.ndarray         # (B,) bool: same top-1 class
+    clear: np.ndarray        # (B,) bool: fp32's top-1 leads its runner-up by a clear margin
+
+    def summary(self, label: str) -> str:
+        return (f"{label}: cosine min {self.cosine.min():.7f} mean {self.cosine.mean():.7f}, "
+                f"top-1 {self.top1.mean():.1%} overall, {self.top1[self.clear].mean():.1%} of "
+                f"{self.clear.sum()} clear leads")
+
+
+def agreement(candidate: np.ndarray, fp32: np.ndarray, error_std: float) -> Agreement:
+    """Compare (B, classes) logits with fp32's. A lead is clear when the gap between fp32's top
+    two logits, in units of the logits' spread, exceeds 4 error_std (the candidate's expected
+    error in the same units): only a real defect flips such a top-1."""
+    out, ref = candidate.astype(np.float64), fp32.astype(np.float64)
+    cosine = (out * ref).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
+    top = np.sort(ref, axis=1)
+    lead = (top[:, -1] - top[:, -2]) / ref.std(axis=1)
+    return Agreement(cosine, out.argmax(1) == ref.argmax(1), lead > 4 * error_std)
+
+
 def random_images(cfg, batch: int, seed: int = 0) -> np.ndarray:
     """(B, C, H, W) float32 uniform in [-1, 1]: the range of images normalised with mean = std
     = 0.5, which most checkpoints use."""
