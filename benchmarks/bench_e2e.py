@@ -166,7 +166,6 @@ def measure(found, images, rounds: int, calls: int, pause: float):
 
 
 def main() -> None:
-    import polyvit
     from polyvit import parity
     from polyvit.config import get_config
     from polyvit.weights import random_weights
