@@ -46,18 +46,20 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return y if bias is None else y + bias
 
 
-def attention(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, T, 3D) packed q|k|v -> (B, T, D): softmax(q k^T / sqrt(hd)) v per (batch, head)."""
+def attention(qkv: torch.Tensor, num_heads: int, queries: int | None = None) -> torch.Tensor:
+    """(B, T, 3D) packed q|k|v -> (B, Q, D): softmax(q k^T / sqrt(hd)) v per (batch, head), for
+    the first Q = queries tokens' queries (default all T) against every token's keys."""
     b, t, three_d = qkv.shape
     d = three_d // 3
     hd = d // num_heads
     q, k, v = qkv.reshape(b, t, 3, num_heads, hd).permute(2, 0, 3, 1, 4)  # each (B, H, T, hd)
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd)                    # (B, H, T, T)
+    q = q[:, :, :queries]                                                 # (B, H, Q, hd)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd)                    # (B, H, Q, T)
     scores = scores - scores.amax(dim=-1, keepdim=True)                   # stable softmax
     probs = scores.exp()
     probs = probs / probs.sum(dim=-1, keepdim=True)
-    out = probs @ v                                                       # (B, H, T, hd)
-    return out.transpose(1, 2).reshape(b, t, d)
+    out = probs @ v                                                       # (B, H, Q, hd)
+    return out.transpose(1, 2).reshape(b, q.shape[2], d)
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -85,14 +87,22 @@ def embed(cfg: ViTConfig, w: Mapping[str, torch.Tensor], images: torch.Tensor) -
     return torch.cat([cls, x], dim=1) + w["pos_embed"]                    # (B, T, D)
 
 
-def block(cfg: ViTConfig, w: Mapping[str, torch.Tensor], i: int, x: torch.Tensor) -> torch.Tensor:
-    """One pre-norm transformer block: x + attn(norm1(x)), then + mlp(norm2(x))."""
+def block(cfg: ViTConfig, w: Mapping[str, torch.Tensor], i: int, x: torch.Tensor,
+          class_token_only: bool = False) -> torch.Tensor:
+    """One pre-norm transformer block: x + attn(norm1(x)), then + mlp(norm2(x)).
+
+    class_token_only: return the class token's row alone, (B, 1, D). Its attention still reads
+    every token's keys and values, but nothing else of the other rows is computed: the last
+    block runs this way, since the head reads only the class token.
+    """
     p = f"blocks.{i}."
     h = layernorm(x, w[p + "norm1.weight"], w[p + "norm1.bias"], cfg.ln_eps)
     qkv = linear(h, w[p + "attn.qkv.weight"], w.get(p + "attn.qkv.bias"))  # (B, T, 3D)
-    x = x + linear(attention(qkv, cfg.num_heads), w[p + "attn.proj.weight"], w[p + "attn.proj.bias"])
+    queries = 1 if class_token_only else None
+    x = x[:, :queries] + linear(attention(qkv, cfg.num_heads, queries), w[p + "attn.proj.weight"],
+                                w[p + "attn.proj.bias"])                # (B, T or 1, D)
     h = layernorm(x, w[p + "norm2.weight"], w[p + "norm2.bias"], cfg.ln_eps)
-    h = GELU[cfg.gelu](linear(h, w[p + "mlp.fc1.weight"], w[p + "mlp.fc1.bias"]))  # (B, T, M)
+    h = GELU[cfg.gelu](linear(h, w[p + "mlp.fc1.weight"], w[p + "mlp.fc1.bias"]))  # (B, T or 1, M)
     return x + linear(h, w[p + "mlp.fc2.weight"], w[p + "mlp.fc2.bias"])
 
 
@@ -100,7 +110,7 @@ def forward(cfg: ViTConfig, w: Mapping[str, torch.Tensor], images: torch.Tensor)
     """(B, C, H, W) preprocessed images -> (B, num_classes) logits."""
     x = embed(cfg, w, images)
     for i in range(cfg.depth):
-        x = block(cfg, w, i, x)
+        x = block(cfg, w, i, x, class_token_only=i == cfg.depth - 1)
     # LayerNorm is per token, so normalising only the class token equals timm's norm-then-pool.
     cls = layernorm(x[:, 0], w["norm.weight"], w["norm.bias"], cfg.ln_eps)  # (B, D)
     return linear(cls, w["head.weight"], w["head.bias"])

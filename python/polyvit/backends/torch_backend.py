@@ -1,22 +1,25 @@
-"""Backend "torch": the reference forward (polyvit.reference) run by torch on the CPU."""
+"""Backend "torch": the reference forward (polyvit.reference) run by torch on the CPU.
+
+fp64 is the parity oracle; its ops (TorchBackend.ops("fp64")) take and return float64 arrays.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..config import ViTConfig
-from .base import LINEAR_EPILOGUES, Backend
+from .base import THREADS, Backend, Ops
 
-DTYPES = {"fp32": "float32", "fp64": "float64"}
+DTYPES = {"fp32": np.float32, "fp64": np.float64}
 
 
 class TorchBackend(Backend):
     name = "torch"
     precisions = ("fp32", "fp64")
-    options = ("threads",)
+    option_specs = (THREADS,)
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -25,18 +28,17 @@ class TorchBackend(Backend):
         return True, ""
 
     @classmethod
-    def ops(cls) -> "TorchOps":
-        return TorchOps()
+    def make_ops(cls, precision: str, threads: int) -> "TorchOps":
+        _set_threads(threads)
+        return TorchOps(precision)
 
     def __init__(self, config: ViTConfig, weights: Mapping[str, np.ndarray],
-                 precision: str = "fp32", threads: int | None = None) -> None:
-        options = {} if threads is None else {"threads": threads}
+                 precision: str = "fp32", **options: Any) -> None:
         super().__init__(config, weights, precision, **options)
         import torch
 
-        if threads is not None:
-            torch.set_num_threads(int(threads))  # process-wide: torch has no per-call setting
-        self._dtype = getattr(torch, DTYPES[precision])
+        _set_threads(self.options["threads"])
+        self._dtype = getattr(torch, np.dtype(DTYPES[precision]).name)
         self._weights = {k: torch.from_numpy(np.asarray(v)).to(self._dtype)
                          for k, v in weights.items()}
 
@@ -54,23 +56,29 @@ class TorchBackend(Backend):
         return self.logits(images).astype(np.float32, copy=False)
 
 
-class TorchOps:
-    """The reference ops on numpy arrays; they compute in the inputs' dtype (float64: oracle)."""
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)  # process-wide: torch has no per-call setting
+
+
+class TorchOps(Ops):
+    """The reference ops; they compute in the precision's dtype (fp64: the oracle)."""
+
+    def __init__(self, precision: str = "fp32") -> None:
+        super().__init__(precision)
+        self.dtype = DTYPES[precision]
 
     @staticmethod
     def _run(fn, *arrays):
         import torch
 
         with torch.inference_mode():
-            tensors = [None if a is None else torch.from_numpy(np.ascontiguousarray(a))
-                       for a in arrays]
-            return fn(*tensors).numpy()
+            return fn(*[None if a is None else torch.from_numpy(a) for a in arrays]).numpy()
 
-    def linear(self, x, weight, bias, epilogue="none", residual=None):
+    def _linear(self, x, weight, bias, epilogue, residual):
         from .. import reference
-
-        if epilogue not in LINEAR_EPILOGUES:
-            raise ValueError(f"unknown epilogue {epilogue!r}; one of {LINEAR_EPILOGUES}")
 
         def fn(x, w, b, r):
             y = reference.linear(x, w, b)
@@ -81,17 +89,25 @@ class TorchOps:
             return y
         return self._run(fn, x, weight, bias, residual)
 
-    def layernorm(self, x, weight, bias, eps):
+    def _layernorm(self, x, weight, bias, eps):
         from .. import reference
 
         return self._run(lambda x, w, b: reference.layernorm(x, w, b, eps), x, weight, bias)
 
-    def attention(self, qkv, num_heads):
+    def _attention(self, qkv, num_heads):
         from .. import reference
 
         return self._run(lambda q: reference.attention(q, num_heads), qkv)
 
-    def bias_gelu(self, x, bias, form="erf"):
+    def _bias_gelu(self, x, bias, form):
         from .. import reference
 
         return self._run(lambda x, b: reference.GELU[form](x + b), x, bias)
+
+    def _patch_embed(self, images, weight, bias):
+        from .. import reference
+
+        def fn(images, w, b):
+            patches = reference.patchify(images, w.shape[-1])  # (B, N, C*P*P)
+            return reference.linear(patches, w.reshape(w.shape[0], -1), b)
+        return self._run(fn, images, weight, bias)

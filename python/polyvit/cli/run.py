@@ -122,7 +122,7 @@ def run_one(args: argparse.Namespace, paths: list[str], crops: str) -> int:
     options = {"threads": args.threads} if args.threads else {}
     cls = backends.require(args.backend)
     if args.device is not None:
-        if "device" not in cls.options:
+        if "device" not in cls.option_names():
             raise BackendError(f"--device chooses the device of the sycl and cuda backends; "
                                f"backend {args.backend!r} takes no device")
         options["device"] = args.device
@@ -194,7 +194,7 @@ def run_all(args: argparse.Namespace, paths: list[str], crops: str) -> int:
             rows.append({"backend": name, "precision": args.precision,
                          "skipped": f"no {args.precision}"})
             continue
-        options = {"threads": args.threads} if args.threads and "threads" in cls.options else {}
+        options = {"threads": args.threads} if args.threads and "threads" in cls.option_names() else {}
         if args.device is not None and "device" in cls.options:
             options["device"] = args.device
         model = Model(cls(cfg, tensors, args.precision, **options), source)
