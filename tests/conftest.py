@@ -1,6 +1,9 @@
 """Shared fixtures: every backend-parametrised test runs each registered backend, skipping an
 unavailable one with its reason, unless POLYVIT_REQUIRE_BACKENDS names it (CI sets it for the
-backends this machine must run, so a missing one fails instead of skipping)."""
+backends this machine must run, so a missing one fails instead of skipping).
+
+The matrix fixtures pair each native backend with each precision it offers; a precision this
+machine cannot run (a CPU feature, a device aspect) skips with the backend's reason."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import pytest
 from polyvit import backends
 
 REQUIRED = {n for n in os.environ.get("POLYVIT_REQUIRE_BACKENDS", "").split(",") if n}
+NATIVE = [n for n in backends.names() if n != "torch"]  # torch is the oracle, not a candidate
 
 
 def _backend_or_skip(name: str) -> str:
@@ -23,14 +27,48 @@ def _backend_or_skip(name: str) -> str:
     return name
 
 
+def _precision_or_skip(name: str, precision: str) -> tuple[str, str]:
+    ok, reason = backends.backend_class(_backend_or_skip(name)).supports(precision)
+    if not ok:
+        pytest.skip(f"{name} {precision} does not run here: {reason}")
+    return name, precision
+
+
+def pairs(precisions: str = "all") -> list:
+    """pytest params (backend, precision) over the native backends: precisions "fp32", "reduced"
+    (every other one) or "all"."""
+    out = []
+    for name in NATIVE:
+        for precision in backends.backend_class(name).precisions:
+            if precisions == "all" or (precision == "fp32") == (precisions == "fp32"):
+                out.append(pytest.param((name, precision), id=f"{name}-{precision}"))
+    return out
+
+
 @pytest.fixture(params=backends.names())
 def backend_name(request) -> str:
     """Each registered backend that can run here."""
     return _backend_or_skip(request.param)
 
 
-@pytest.fixture(params=[n for n in backends.names() if n != "torch"] or ["torch"])
+@pytest.fixture(params=NATIVE)
 def native_backend_name(request) -> str:
-    """Each registered backend other than the reference (the reference alone when none)."""
+    """Each registered backend other than the reference."""
     return _backend_or_skip(request.param)
 
+
+@pytest.fixture(params=pairs("all"))
+def backend_precision(request) -> tuple[str, str]:
+    """Each native backend with each precision it offers, where both run here."""
+    return _precision_or_skip(*request.param)
+
+
+@pytest.fixture(params=pairs("fp32"))
+def backend_fp32(request) -> tuple[str, str]:
+    return _precision_or_skip(*request.param)
+
+
+@pytest.fixture(params=pairs("reduced"))
+def backend_reduced(request) -> tuple[str, str]:
+    """Each native backend with each of its reduced precisions (bf16, fp16, int8)."""
+    return _precision_or_skip(*request.param)
