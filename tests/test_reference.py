@@ -79,3 +79,14 @@ def test_forward_matches_a_torch_nn_transformer():
 def test_flops_per_image_matches_the_published_figure():
     """ViT-S/32: 2.29 GFLOP per image (multiply-add = 2)."""
     assert math.isclose(get_config().flops_per_image() / 1e9, 2.29, abs_tol=0.005)
+
+
+def test_the_class_token_only_block_is_row_zero_of_the_whole_block():
+    """The last block runs for the class token alone: its row equals the whole block's row 0."""
+    cfg = get_config("vit_test")
+    w = {k: torch.from_numpy(v).double() for k, v in random_weights(cfg, seed=4).items()}
+    x = torch.randn(3, cfg.num_tokens, cfg.embed_dim, **f64)
+    whole = reference.block(cfg, w, 1, x)
+    alone = reference.block(cfg, w, 1, x, class_token_only=True)
+    assert alone.shape == (3, 1, cfg.embed_dim)
+    torch.testing.assert_close(alone[:, 0], whole[:, 0], rtol=1e-12, atol=1e-12)

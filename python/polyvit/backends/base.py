@@ -213,8 +213,9 @@ class Backend:
 
     @classmethod
     def check_arguments(cls, precision: str, options: Mapping[str, Any]) -> dict[str, Any]:
-        """The options with defaults filled in and values parsed; BackendError unless this
-        backend offers `precision` and takes every option with its value."""
+        """The options with defaults filled in (an option given as None takes its default) and
+        values parsed; BackendError unless this backend offers `precision` and takes every
+        option with its value."""
         unknown = sorted(set(options) - set(cls.option_names()))
         if unknown:
             accepted = ", ".join(cls.option_names()) or "none"
@@ -223,8 +224,8 @@ class Backend:
         if precision not in cls.precisions:
             raise BackendError(f"backend {cls.name!r} does not offer precision {precision!r}; "
                                f"it offers: {', '.join(cls.precisions)}")
-        return {o.name: o.resolve(cls.name, options[o.name]) if o.name in options
-                else o.default_value() for o in cls.option_specs}
+        return {o.name: o.default_value() if options.get(o.name) is None
+                else o.resolve(cls.name, options[o.name]) for o in cls.option_specs}
 
     @classmethod
     def ops(cls, precision: str = "fp32", **options: Any) -> Ops:
