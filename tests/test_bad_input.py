@@ -161,21 +161,11 @@ def test_folder_without_config(tmp_path):
         polyvit.load(tmp_path)
 
 
-# ---- backends and options ----------------------------------------------------------------------
+# ---- backends (options and precisions: tests/test_backend_contract.py) ----------------------------------------------------------------------
 
 def test_unknown_backend_lists_the_registered_ones():
     with pytest.raises(polyvit.BackendError, match=r"unknown backend 'tensorflow'.*torch"):
         polyvit.load(backend="tensorflow", config="vit_test")
-
-
-def test_unsupported_precision_lists_the_offered_ones():
-    with pytest.raises(polyvit.BackendError, match=r"precision 'int3'.*fp32"):
-        polyvit.load(backend="torch", precision="int3", config="vit_test")
-
-
-def test_unknown_backend_option():
-    with pytest.raises(polyvit.BackendError, match="does not take option.*colour"):
-        polyvit.load(config="vit_test", colour="blue")
 
 
 def test_config_with_a_checkpoint_is_refused(good_file):
