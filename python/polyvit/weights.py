@@ -186,6 +186,15 @@ def load(path: str | os.PathLike) -> tuple[ViTConfig, Weights]:
     except (ConfigError, TypeError) as exc:
         raise WeightsError(f"{path}: the config in its metadata is invalid: {exc}") from None
     weights = as_float32(tensors)
+    # The importers' check first: a config that disagrees with the tensors is named field by
+    # field, where validate() could only list the tensors that then look missing or misshapen.
+    # (convert/ imports this module, so it is imported here, when a file is read.)
+    from .convert.common import SHARED_KEYS, Claim, check_recorded, measure
+
+    facts = measure(weights, SHARED_KEYS, str(path))
+    check_recorded(f"the config in {path}'s metadata",
+                   [Claim(f, getattr(cfg, f), f"{f} {getattr(cfg, f)!r}")
+                    for f in (*facts, "num_heads")], facts)
     validate(cfg, weights, source=str(path))
     return cfg, weights
 

@@ -72,18 +72,19 @@ def import_checkpoint(path: str | os.PathLike, num_heads: int | None = None
 def _import_state(state: Mapping[str, Any], source: str, num_heads: int | None,
                   hf_config: Mapping[str, Any] | None = None,
                   preprocessor: Mapping[str, Any] | None = None,
-                  hub_config: Mapping[str, Any] | None = None):
-    """Dispatch a loaded state dict (tensors or arrays) on its keys."""
+                  hub_config: Mapping[str, Any] | None = None, config_source: str = "config.json"):
+    """Dispatch a loaded state dict (tensors or arrays) on its keys; a folder's config.json
+    (config_source) comes as hf_config or hub_config."""
     if seed.looks_like(state):
         cfg, w = seed.convert(tensors_to_numpy(seed.unwrap(state), source), source, num_heads)
         return cfg, w, "seed"
     if timm.looks_like(state):
         w = tensors_to_numpy(timm.unwrap(state), source)
-        cfg, w = timm.convert(w, source, num_heads, hub_config)
+        cfg, w = timm.convert(w, source, num_heads, hub_config, config_source)
         return cfg, w, "timm"
     if hf.looks_like(state):
         w = tensors_to_numpy(state, source)
-        cfg, w = hf.convert(w, source, hf_config, preprocessor, num_heads)
+        cfg, w = hf.convert(w, source, hf_config, preprocessor, num_heads, config_source)
         return cfg, w, "hf"
     tensors = [k for k, v in state.items() if hasattr(v, "shape")]
     example = ", ".join(sorted(map(str, tensors))[:3]) or "no tensors"
@@ -108,10 +109,12 @@ def _import_folder(folder: Path, num_heads: int | None):
         if not isinstance(state, Mapping):
             raise WeightsError(f"{source}: holds a {type(state).__name__}, not a state dict")
     if "architecture" in config:  # timm hub folder
-        return _import_state(state, source, num_heads, hub_config=config)
+        return _import_state(state, source, num_heads, hub_config=config,
+                             config_source=str(config_file))
     preprocessor_file = folder / "preprocessor_config.json"
     preprocessor = _read_json(preprocessor_file) if preprocessor_file.is_file() else None
-    return _import_state(state, source, num_heads, hf_config=config, preprocessor=preprocessor)
+    return _import_state(state, source, num_heads, hf_config=config, preprocessor=preprocessor,
+                         config_source=str(config_file))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

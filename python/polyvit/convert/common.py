@@ -1,4 +1,5 @@
-"""Helpers the importers share: safe readers, head-count rule, preset naming."""
+"""Helpers the importers share: safe readers, head-count rule, preset naming, and the check
+that a recorded config agrees with the tensors it came with."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -59,11 +60,11 @@ def named(cfg: ViTConfig) -> ViTConfig:
                             f"{cfg.image_size}")
 
 
-def count_blocks(keys: Any, prefix: str, suffix: str) -> int:
-    """How many consecutive blocks `{prefix}{i}{suffix}` exist, from 0."""
+def count_blocks(keys: Any, pattern: str) -> int:
+    """How many consecutive blocks `pattern.format(i)` exist, from 0."""
     keys = set(keys)
     depth = 0
-    while f"{prefix}{depth}{suffix}" in keys:
+    while pattern.format(depth) in keys:
         depth += 1
     return depth
 
@@ -80,6 +81,109 @@ def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     if state and all(k.startswith(prefix) for k in state):
         return {k[len(prefix):]: v for k, v in state.items()}
     return dict(state)
+
+
+# ---- recorded configs against the tensors ------------------------------------------------------
+
+class ShapeKeys(NamedTuple):
+    """Where a layout keeps the tensors whose shapes fix a config's sizes."""
+    proj: str      # (D, C, P, P) patch projection
+    pos: str       # (1, T, D) position embeddings, the class token's row first
+    block: str     # a tensor every block has, "{}" standing for the block index
+    fc1: str       # (M, D) block 0's first MLP layer
+    head: str      # (K, D) classifier
+    qkv_bias: str  # block 0's query (or fused qkv) bias: present exactly when qkv_bias
+
+
+SHARED_KEYS = ShapeKeys("patch_embed.proj.weight", "pos_embed", "blocks.{}.norm1.weight",
+                        "blocks.0.mlp.fc1.weight", "head.weight", "blocks.0.attn.qkv.bias")
+
+
+class Fact(NamedTuple):
+    """A config field's value as the tensors fix it, and the tensor that shows it."""
+    value: Any
+    evidence: str
+
+
+class Claim(NamedTuple):
+    """A config field's value as a recorded config states it, and how the config words it."""
+    field: str
+    value: Any
+    text: str
+
+
+# How each fact reads in an error: "..., but the tensors are 384 wide"
+TENSORS_SAY = {
+    "embed_dim": lambda v: f"are {v} wide",
+    "in_chans": lambda v: f"take {v} input channels",
+    "patch_size": lambda v: f"embed {v}x{v} patches",
+    "image_size": lambda v: f"embed {v}x{v} images",
+    "depth": lambda v: f"hold {v} blocks",
+    "mlp_dim": lambda v: f"have an MLP {v} wide",
+    "num_classes": lambda v: f"have {v} classes",
+    "qkv_bias": lambda v: "have qkv biases" if v else "have no qkv biases",
+}
+
+
+def measure(tensors: Mapping[str, np.ndarray], keys: ShapeKeys, source: str) -> dict[str, Fact]:
+    """Every config field the tensors' shapes and names fix (TENSORS_SAY's), with its evidence."""
+    def shaped(key: str, ndim: int, form: str) -> tuple[np.ndarray, str]:
+        array = require(tensors, key, source)
+        shown = f"{key} has shape {tuple(array.shape)}"
+        if array.ndim != ndim:
+            raise WeightsError(f"{source}: {shown}, expected {form}")
+        return array, shown
+
+    proj, proj_shown = shaped(keys.proj, 4, "(D, C, P, P)")
+    pos, pos_shown = shaped(keys.pos, 3, "(1, T, D)")
+    fc1, fc1_shown = shaped(keys.fc1, 2, "(M, D)")
+    head, head_shown = shaped(keys.head, 2, "(K, D)")
+    dim, chans, patch = proj.shape[:3]
+    grid = grid_from_tokens(pos.shape[1], True, source)
+    depth = count_blocks(tensors, keys.block)
+    if depth == 0:
+        raise WeightsError(f"{source}: no transformer blocks ({keys.block.format(0)} is missing)")
+    bias = keys.qkv_bias in tensors
+    return {
+        "embed_dim": Fact(dim, proj_shown),
+        "in_chans": Fact(chans, proj_shown),
+        "patch_size": Fact(patch, proj_shown),
+        "image_size": Fact(grid * patch, f"{pos_shown}: a {grid}x{grid} grid of patches, "
+                                         f"and {proj_shown}"),
+        "depth": Fact(depth, f"{keys.block.format(0)} to {keys.block.format(depth - 1)}"),
+        "mlp_dim": Fact(fc1.shape[0], fc1_shown),
+        "num_classes": Fact(head.shape[0], head_shown),
+        "qkv_bias": Fact(bias, f"{keys.qkv_bias} is {'present' if bias else 'absent'}"),
+    }
+
+
+def claims(config: Mapping[str, Any], fields: Mapping[str, str], prefix: str = "") -> list[Claim]:
+    """A Claim for each key of `fields` (recorded key -> ViTConfig field) that `config` holds."""
+    return [Claim(field, config[key], f"{prefix}{key} {config[key]!r}")
+            for key, field in fields.items() if key in config]
+
+
+def check_recorded(where: str, recorded: Iterable[Claim], facts: Mapping[str, Fact]) -> None:
+    """Raise WeightsError naming every recorded value the tensors contradict, beside the value
+    the tensors give and the tensor that gives it. A head count is checked as far as the tensors
+    fix it: it must divide the width."""
+    wrong = []
+    for claim in recorded:
+        if claim.field == "num_heads":
+            width = facts["embed_dim"]
+            heads = claim.value
+            if not (type(heads) is int and heads > 0 and width.value % heads == 0):
+                wrong.append(f"{claim.text}, but the tensors are {width.value} wide, which "
+                             f"{heads!r} heads do not divide ({width.evidence})")
+            continue
+        fact = facts[claim.field]
+        if claim.value != fact.value:
+            wrong.append(f"{claim.text}, but the tensors {TENSORS_SAY[claim.field](fact.value)} "
+                         f"({fact.evidence})")
+    if wrong:
+        raise WeightsError(f"{where} says " + "; it also says ".join(wrong)
+                           + ". The recorded config does not describe these tensors: correct it, "
+                             "or export the checkpoint again")
 
 
 # ---- readers -----------------------------------------------------------------------------------

@@ -12,11 +12,22 @@ import numpy as np
 
 from ..config import SQUASH_BILINEAR, Preprocessing, ViTConfig
 from ..errors import WeightsError
-from .common import count_blocks, grid_from_tokens, infer_heads, named, require
+from .common import (Claim, ShapeKeys, check_recorded, claims, infer_heads, measure, named,
+                     require)
 
 TANH_ACTS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_python_tanh")
 PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 HF_DEFAULT_EPS = 1e-12  # transformers' ViTConfig default
+KEYS = ShapeKeys(
+    proj="embeddings.patch_embeddings.projection.weight", pos="embeddings.position_embeddings",
+    block="encoder.layer.{}.layernorm_before.weight",
+    fc1="encoder.layer.0.intermediate.dense.weight", head="classifier.weight",
+    qkv_bias="encoder.layer.0.attention.attention.query.bias")
+# config.json's keys that the tensors can contradict, and the ViTConfig field each one sets
+CHECKED = {"hidden_size": "embed_dim", "num_hidden_layers": "depth",
+           "intermediate_size": "mlp_dim", "num_attention_heads": "num_heads",
+           "image_size": "image_size", "patch_size": "patch_size", "num_channels": "in_chans",
+           "num_labels": "num_classes", "qkv_bias": "qkv_bias"}
 
 
 def looks_like(state: Mapping[str, Any]) -> bool:
@@ -24,18 +35,20 @@ def looks_like(state: Mapping[str, Any]) -> bool:
 
 
 def convert(state: Mapping[str, np.ndarray], source: str, hf_config: Mapping[str, Any] | None,
-            preprocessor: Mapping[str, Any] | None = None,
-            num_heads: int | None = None) -> tuple[ViTConfig, dict[str, np.ndarray]]:
+            preprocessor: Mapping[str, Any] | None = None, num_heads: int | None = None,
+            config_source: str = "config.json") -> tuple[ViTConfig, dict[str, np.ndarray]]:
     hf_config = hf_config or {}
     # ViTForImageClassification nests the encoder under "vit." but not the classifier
     s = {k.removeprefix("vit."): v for k, v in state.items() if not k.startswith("vit.pooler.")}
-    proj = require(s, "embeddings.patch_embeddings.projection.weight", source)  # (D, C, P, P)
-    dim, chans, patch = proj.shape[0], proj.shape[1], proj.shape[2]
-    grid = grid_from_tokens(require(s, "embeddings.position_embeddings", source).shape[1], True,
-                            source)
     if "classifier.weight" not in s:
         raise WeightsError(f"{source}: no classifier.weight: a ViTModel without a classification "
                            "head; use a ViTForImageClassification checkpoint")
+    facts = measure(s, KEYS, source)
+    recorded = claims(hf_config, CHECKED)
+    labels = hf_config.get("id2label")
+    if isinstance(labels, Mapping):  # transformers takes num_labels from its length
+        recorded.append(Claim("num_classes", len(labels), f"id2label with {len(labels)} labels"))
+    check_recorded(config_source, recorded, facts)
     act = hf_config.get("hidden_act", "gelu")
     if act != "gelu" and act not in TANH_ACTS:
         raise WeightsError(f"{source}: hidden_act {act!r} is not a GELU this project implements")
@@ -43,30 +56,24 @@ def convert(state: Mapping[str, np.ndarray], source: str, hf_config: Mapping[str
     if num_heads is not None and heads != num_heads:
         raise WeightsError(f"{source}: config.json says {heads} heads; num_heads={num_heads} "
                            "contradicts it")
-    depth = count_blocks(s, "encoder.layer.", ".layernorm_before.weight")
-    if depth == 0:
-        raise WeightsError(f"{source}: no encoder layers (encoder.layer.0 is missing)")
     cfg = named(ViTConfig(
-        image_size=grid * patch, patch_size=patch, in_chans=chans, embed_dim=dim, depth=depth,
-        num_heads=infer_heads(dim, heads, source),
-        mlp_dim=require(s, "encoder.layer.0.intermediate.dense.weight", source).shape[0],
-        num_classes=s["classifier.weight"].shape[0],
+        **{field: fact.value for field, fact in facts.items()},
+        num_heads=infer_heads(facts["embed_dim"].value, heads, source),
         ln_eps=float(hf_config.get("layer_norm_eps", HF_DEFAULT_EPS)),
-        qkv_bias="encoder.layer.0.attention.attention.query.bias" in s,
         gelu="tanh" if act in TANH_ACTS else "erf",
         preprocessing=_preprocessing(preprocessor)))
 
     w = {
-        "patch_embed.proj.weight": proj,
+        "patch_embed.proj.weight": s[KEYS.proj],
         "patch_embed.proj.bias": require(s, "embeddings.patch_embeddings.projection.bias", source),
         "cls_token": require(s, "embeddings.cls_token", source),
-        "pos_embed": s["embeddings.position_embeddings"],
+        "pos_embed": s[KEYS.pos],
         "norm.weight": require(s, "layernorm.weight", source),
         "norm.bias": require(s, "layernorm.bias", source),
         "head.weight": s["classifier.weight"],
         "head.bias": require(s, "classifier.bias", source),
     }
-    for i in range(depth):
+    for i in range(cfg.depth):
         h, b = f"encoder.layer.{i}.", f"blocks.{i}."
 
         def get(name: str) -> np.ndarray:

@@ -58,7 +58,7 @@ def convert(arrays: Mapping[str, np.ndarray], source: str,
         def get(i: int, name: str) -> np.ndarray:
             return require(a, f"Transformer/encoderblock/{name}", source)[i]
     else:
-        depth = count_blocks(a, "Transformer/encoderblock_", "/LayerNorm_0/scale")
+        depth = count_blocks(a, "Transformer/encoderblock_{}/LayerNorm_0/scale")
 
         def get(i: int, name: str) -> np.ndarray:
             return require(a, f"Transformer/encoderblock_{i}/{name}", source)

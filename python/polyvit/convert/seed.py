@@ -43,7 +43,7 @@ def convert(state: Mapping[str, np.ndarray], source: str,
         raise WeightsError(f"{source}: patch_emb.1.weight has {patch_dim} inputs, not 3*P*P")
     pos = require(s, "pos_emb", source)                      # (1, T, D)
     grid = grid_from_tokens(pos.shape[1], True, source)
-    depth = count_blocks(s, "transformer.encoder.", ".msa.norm.weight")
+    depth = count_blocks(s, "transformer.encoder.{}.msa.norm.weight")
     if depth == 0:
         raise WeightsError(f"{source}: no transformer blocks (transformer.encoder.0 is missing)")
     cfg = named(ViTConfig(

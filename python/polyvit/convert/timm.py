@@ -11,15 +11,22 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..config import TIMM_AUGREG, Preprocessing, ViTConfig
+from ..config import PRESETS, TIMM_AUGREG, Preprocessing, ViTConfig
 from ..errors import WeightsError
-from .common import count_blocks, grid_from_tokens, infer_heads, named, require, strip_prefix
+from .common import (SHARED_KEYS, Claim, check_recorded, claims, infer_heads, measure, named,
+                     strip_prefix)
 
 # Training checkpoints wrap the state dict; torch.compile and DataParallel prefix its keys.
 WRAPPERS = ("state_dict_ema", "model_ema", "state_dict", "model")
 PREFIXES = ("_orig_mod.", "module.")
 # Parts timm may save that carry no parameters of this architecture's forward pass.
 IGNORED = ("fc_norm.", "norm_pre.")
+# A hub config.json's keys that the tensors can contradict, and the ViTConfig field each one sets
+CHECKED = {"num_classes": "num_classes", "num_features": "embed_dim"}
+CHECKED_MODEL_ARGS = {"img_size": "image_size", "patch_size": "patch_size", "in_chans": "in_chans",
+                      "embed_dim": "embed_dim", "depth": "depth", "num_heads": "num_heads",
+                      "qkv_bias": "qkv_bias", "num_classes": "num_classes"}
+PRESET_SIZES = ("image_size", "patch_size", "embed_dim", "depth", "mlp_dim")
 
 
 def looks_like(state: Mapping[str, Any]) -> bool:
@@ -38,7 +45,8 @@ def unwrap(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def convert(state: Mapping[str, np.ndarray], source: str, num_heads: int | None = None,
-            hub_config: Mapping[str, Any] | None = None) -> tuple[ViTConfig, dict[str, np.ndarray]]:
+            hub_config: Mapping[str, Any] | None = None,
+            config_source: str = "config.json") -> tuple[ViTConfig, dict[str, np.ndarray]]:
     state = unwrap(state)
     for prefix in IGNORED:
         found = [k for k in state if k.startswith(prefix)]
@@ -48,26 +56,45 @@ def convert(state: Mapping[str, np.ndarray], source: str, num_heads: int | None 
     if "reg_token" in state or "cls_token" not in state:
         raise WeightsError(f"{source}: a timm ViT without a class token or with register tokens; "
                            "only class-token ViTs are supported")
-    proj = require(state, "patch_embed.proj.weight", source)  # (D, C, P, P)
-    dim, chans, patch = proj.shape[0], proj.shape[1], proj.shape[2]
-    grid = grid_from_tokens(require(state, "pos_embed", source).shape[1], True, source)
-    depth = count_blocks(state, "blocks.", ".norm1.weight")
-    if depth == 0:
-        raise WeightsError(f"{source}: no transformer blocks (blocks.0.norm1.weight is missing)")
+    facts = measure(state, SHARED_KEYS, source)
+    if hub_config:
+        check_recorded(config_source, _hub_claims(hub_config, facts["embed_dim"].value), facts)
     heads = num_heads
     if heads is None and hub_config:  # timm hub configs may say it in model_args
         heads = (hub_config.get("model_args") or {}).get("num_heads")
     cfg = ViTConfig(
-        image_size=grid * patch, patch_size=patch, in_chans=chans, embed_dim=dim, depth=depth,
-        num_heads=infer_heads(dim, heads, source),
-        mlp_dim=require(state, "blocks.0.mlp.fc1.weight", source).shape[0],
-        num_classes=require(state, "head.weight", source).shape[0],
-        ln_eps=1e-6, qkv_bias="blocks.0.attn.qkv.bias" in state,
-        preprocessing=_preprocessing(hub_config))
+        **{field: fact.value for field, fact in facts.items()},
+        num_heads=infer_heads(facts["embed_dim"].value, heads, source),
+        ln_eps=1e-6, preprocessing=_preprocessing(hub_config))
     cfg = named(cfg)
     if hub_config and hub_config.get("architecture"):
         cfg = cfg.replace(name=str(hub_config["architecture"]))
     return cfg, {k: v for k, v in state.items() if not k.startswith(IGNORED)}
+
+
+def _hub_claims(hub_config: Mapping[str, Any], width: int) -> list[Claim]:
+    """What a timm hub config.json states about the sizes: directly, in model_args, in
+    pretrained_cfg, and through an architecture name that is one of the presets."""
+    recorded = claims(hub_config, CHECKED)
+    args = hub_config.get("model_args") or {}
+    recorded += claims(args, CHECKED_MODEL_ARGS, "model_args.")
+    if "mlp_ratio" in args:  # relative to the width the tensors have, so that only one is blamed
+        recorded.append(Claim("mlp_dim", args["mlp_ratio"] * width,
+                              f"model_args.mlp_ratio {args['mlp_ratio']!r}"))
+    pre = hub_config.get("pretrained_cfg") or {}
+    recorded += claims(pre, {"num_classes": "num_classes"}, "pretrained_cfg.")
+    size = pre.get("input_size")
+    if isinstance(size, (list, tuple)) and len(size) == 3:  # (C, H, W)
+        text = f"pretrained_cfg.input_size {list(size)}"
+        recorded.append(Claim("in_chans", size[0], text))
+        recorded.append(Claim("image_size", size[1] if size[1] == size[2] else tuple(size[1:]),
+                              text))
+    preset = PRESETS.get(str(hub_config.get("architecture")))
+    if preset is not None:
+        recorded += [Claim(field, getattr(preset, field), f"architecture {preset.name!r} "
+                                                           f"({field} {getattr(preset, field)})")
+                     for field in PRESET_SIZES]
+    return recorded
 
 
 def _preprocessing(hub_config: Mapping[str, Any] | None) -> Preprocessing:
