@@ -221,6 +221,20 @@ def timm_state_dict(weights: dict[str, np.ndarray]) -> "OrderedDict[str, torch.T
     return OrderedDict((k, torch.from_numpy(v.copy())) for k, v in weights.items())
 
 
+def edit_json(path: Path, changes: dict) -> Path:
+    """Set fields of a JSON file in place; a dotted key reaches into a nested object
+    ("pretrained_cfg.input_size"). Recorded configs that disagree with their tensors."""
+    data = json.loads(path.read_text())
+    for dotted, value in changes.items():
+        *parents, key = dotted.split(".")
+        target = data
+        for parent in parents:
+            target = target[parent]
+        target[key] = value
+    path.write_text(json.dumps(data))
+    return path
+
+
 def write_timm_hub_folder(folder: Path, architecture: str, weights: dict[str, np.ndarray],
                           num_classes: int) -> Path:
     """model.safetensors + timm's config.json, as on the hub for timm models."""

@@ -14,8 +14,9 @@ from polyvit.config import get_config
 from polyvit.weights import load as load_polyvit_file
 from polyvit.weights import random_weights
 
-from checkpoints import (SeedViT, flax_forward, flax_vit_arrays, randomize_, seed_checkpoint,
-                         stack_blocks, timm_state_dict, write_npz, write_timm_hub_folder)
+from checkpoints import (SeedViT, edit_json, flax_forward, flax_vit_arrays, randomize_,
+                         seed_checkpoint, stack_blocks, timm_state_dict, write_npz,
+                         write_timm_hub_folder)
 
 BATCH = 2
 
@@ -205,6 +206,87 @@ def test_hf_tanh_gelu_and_no_qkv_bias(tmp_path):
     images = jax_images()
     cfg, _ = assert_imports_faithfully(tmp_path / "m", hf_oracle(model, images), images, "hf")
     assert (cfg.gelu, cfg.qkv_bias, cfg.ln_eps) == ("tanh", False, 1e-6)
+
+
+def test_hf_config_that_disagrees_with_the_tensors_is_refused(tmp_path):
+    """The issue's case: config.json says 512 wide and 6 layers; the tensors are 384 and 12."""
+    from transformers import ViTConfig as HFConfig
+    from transformers import ViTForImageClassification
+
+    config = HFConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                      intermediate_size=96, image_size=32, patch_size=8, num_labels=10)
+    ViTForImageClassification(config).save_pretrained(tmp_path / "model")
+    edit_json(tmp_path / "model" / "config.json", {"hidden_size": 512, "num_hidden_layers": 6})
+    with pytest.raises(polyvit.WeightsError) as info:
+        polyvit.import_checkpoint(tmp_path / "model")
+    message = str(info.value)
+    assert f"{tmp_path / 'model' / 'config.json'} says hidden_size 512, but the tensors are " \
+           "384 wide (embeddings.patch_embeddings.projection.weight has shape (384, 3, 8, 8))" \
+           in message
+    assert "num_hidden_layers 6, but the tensors hold 12 blocks (encoder.layer.0.layernorm_before" \
+           ".weight to encoder.layer.11.layernorm_before.weight)" in message
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"intermediate_size": 96},
+     r"intermediate_size 96, but the tensors have an MLP 192 wide "
+     r"\(encoder\.layer\.0\.intermediate\.dense\.weight has shape \(192, 48\)\)"),
+    ({"id2label": {str(i): f"class {i}" for i in range(5)}},
+     r"id2label with 5 labels, but the tensors have 10 classes "
+     r"\(classifier\.weight has shape \(10, 48\)\)"),
+    ({"image_size": 64}, r"image_size 64, but the tensors embed 32x32 images"),
+    ({"patch_size": 16}, r"patch_size 16, but the tensors embed 8x8 patches"),
+    ({"num_channels": 1}, r"num_channels 1, but the tensors take 3 input channels"),
+    ({"qkv_bias": False}, r"qkv_bias False, but the tensors have qkv biases "
+                          r"\(encoder\.layer\.0\.attention\.attention\.query\.bias is present\)"),
+    ({"num_attention_heads": 5}, r"num_attention_heads 5, but the tensors are 48 wide, which 5 "
+                                 r"heads do not divide"),
+], ids=["mlp", "labels", "image", "patch", "channels", "qkv_bias", "heads"])
+def test_hf_config_fields_are_checked_against_the_tensors(tmp_path, hf_model, changes, expected):
+    hf_model.save_pretrained(tmp_path / "m")
+    edit_json(tmp_path / "m" / "config.json", changes)
+    with pytest.raises(polyvit.WeightsError, match=r"config\.json says " + expected):
+        polyvit.import_checkpoint(tmp_path / "m")
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"num_classes": 21843}, r"num_classes 21843, but the tensors have 1000 classes "
+                             r"\(head\.weight has shape \(1000, 384\)\)"),
+    ({"pretrained_cfg.input_size": [3, 384, 384]},
+     r"pretrained_cfg\.input_size \[3, 384, 384\], but the tensors embed 224x224 images "
+     r"\(pos_embed has shape \(1, 50, 384\): a 7x7 grid of patches"),
+    ({"architecture": "vit_base_patch16_224"},
+     r"architecture 'vit_base_patch16_224' \(patch_size 16\), but the tensors embed 32x32 patches"
+     r".*architecture 'vit_base_patch16_224' \(embed_dim 768\), but the tensors are 384 wide"),
+    ({"model_args": {"depth": 8, "mlp_ratio": 2.0}},
+     r"model_args\.depth 8, but the tensors hold 12 blocks.*model_args\.mlp_ratio 2\.0, but the "
+     r"tensors have an MLP 1536 wide"),
+], ids=["num_classes", "input_size", "architecture", "model_args"])
+def test_timm_hub_config_is_checked_against_the_tensors(tmp_path, vit_s32, changes, expected):
+    cfg, weights, _, _ = vit_s32
+    folder = write_timm_hub_folder(tmp_path / "hub", "vit_small_patch32_224", weights,
+                                   cfg.num_classes)
+    edit_json(folder / "config.json", changes)
+    with pytest.raises(polyvit.WeightsError, match=r"config\.json says " + expected):
+        polyvit.import_checkpoint(folder)
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"depth": 3}, r"depth 3, but the tensors hold 2 blocks "
+                   r"\(blocks\.0\.norm1\.weight to blocks\.1\.norm1\.weight\)"),
+    ({"mlp_dim": 96, "qkv_bias": False},
+     r"mlp_dim 96, but the tensors have an MLP 192 wide.*qkv_bias False, but the tensors have "
+     r"qkv biases"),
+], ids=["depth", "mlp_and_qkv_bias"])
+def test_polyvit_file_config_is_checked_against_the_tensors(tmp_path, changes, expected):
+    from safetensors.numpy import save_file
+
+    cfg = get_config("vit_test")
+    path = tmp_path / "w.safetensors"
+    save_file(random_weights(cfg, seed=71), path, metadata={
+        "format": "polyvit", "format_version": "1", "config": cfg.replace(**changes).to_json()})
+    with pytest.raises(polyvit.WeightsError, match=r"metadata says " + expected):
+        polyvit.import_checkpoint(path)
 
 
 # ---- the seed checkpoint (github.com/miguelmartin75/vit) ----------------------------------------
