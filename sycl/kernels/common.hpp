@@ -6,9 +6,18 @@
 
 #include <limits>
 
+// The tile sizes the backend also computes launch ranges, scratch sizes and weight layouts from:
+// defined once in sycl_backend.py and passed to the kernel compiler, never repeated here.
+#if !defined(POLYVIT_VECTOR) || !defined(POLYVIT_PANEL) || !defined(POLYVIT_ROWS) || \
+    !defined(POLYVIT_QUERIES) || !defined(POLYVIT_SUB_GROUP)
+#error "build with -DPOLYVIT_VECTOR, -DPOLYVIT_PANEL, -DPOLYVIT_ROWS, -DPOLYVIT_QUERIES and -DPOLYVIT_SUB_GROUP (sycl_backend.py passes them)"
+#endif
+// vec16, load16 and sum16 below are written for 16 floats
+static_assert(POLYVIT_VECTOR == 16, "the kernels' vectors hold 16 floats");
+
 namespace syclexp = sycl::ext::oneapi::experimental;
 
-using vec16 = sycl::vec<float, 16>;
+using vec16 = sycl::vec<float, POLYVIT_VECTOR>;
 
 // A kernel whose work-items cooperate across the last dimension (16 per group): on a CPU device
 // the compiler maps those 16 work-items onto SIMD lanes.
@@ -19,9 +28,6 @@ using vec16 = sycl::vec<float, 16>;
 // device's smallest sub-group (POLYVIT_SUB_GROUP, set by the backend): at the default of 16 the
 // OpenCL CPU compiler also packs work-items into lanes, its register blocks spill, and the GEMM
 // ran at half speed; the smallest size also compiles fastest.
-#ifndef POLYVIT_SUB_GROUP
-#define POLYVIT_SUB_GROUP 8
-#endif
 #define POLYVIT_VEC_KERNEL(DIMS)                                                              \
     extern "C" SYCL_EXT_ONEAPI_FUNCTION_PROPERTY((syclexp::nd_range_kernel<DIMS>))            \
         SYCL_EXT_ONEAPI_FUNCTION_PROPERTY((syclexp::sub_group_size<POLYVIT_SUB_GROUP>)) void

@@ -1,23 +1,24 @@
 // y (M, N) = x (M, K) @ w^T + bias, then an epilogue (none, GELU erf/tanh, + residual).
 //
-// The weight w (N, K) is packed once at load into column panels wp (ceil(N/64), K, 64), zero
-// padded, so one k step of a panel is four aligned 16-element vectors. Panels hold fp32, or bf16
-// or fp16 (the bf16/fp16 precisions: half the weight memory, widened to fp32 as they load, so
-// x, the accumulation and the epilogue stay fp32).
-// Each work-item computes a ROWS x 64 block of y in explicit sycl::vec registers: per k it loads
-// four weight vectors and broadcasts ROWS values of x into ROWS x 4 FMAs. Explicit vectors, one work-item per block,
+// The weight w (N, K) is packed once at load into column panels wp (ceil(N / PANEL), K, PANEL),
+// zero padded, so one k step of a panel is PANEL / 16 aligned 16-float vectors. Panels hold fp32,
+// or bf16 or fp16 (the bf16/fp16 precisions: half the weight memory, widened to fp32 as they
+// load, so x, the accumulation and the epilogue stay fp32).
+// Each work-item computes a ROWS x PANEL block of y in explicit sycl::vec registers: per k it
+// loads PANEL / 16 weight vectors and broadcasts ROWS values of x into as many FMAs each.
+// PANEL and ROWS come from the backend (common.hpp). Explicit vectors, one work-item per block,
 // because the OpenCL CPU compiler's own vectorisation across work-items of the same loop ran
 // 5x slower here (it did not keep the block in registers).
-#include "gelu_erf.hpp"
-#include "gelu_tanh.hpp"
+#include "bias_gelu.hpp"
 
 namespace linear {
 
 using vec = vec16;
-constexpr int LANES = 16;             // floats per vector
-constexpr int COLS = 4;               // vectors per panel row: panel width 64
-constexpr int ROWS = 4;               // rows of x per work-item
-constexpr int PANEL = LANES * COLS;
+constexpr int LANES = POLYVIT_VECTOR;     // floats per vector
+constexpr int PANEL = POLYVIT_PANEL;      // outputs per weight panel
+constexpr int ROWS = POLYVIT_ROWS;        // rows of x per work-item
+constexpr int COLS = PANEL / LANES;       // vectors per panel row
+static_assert(PANEL % LANES == 0, "a panel is whole vectors");
 
 enum class Epilogue { none, gelu_erf, gelu_tanh, residual };
 
