@@ -1,13 +1,13 @@
-# Packed GEMM with fused epilogues: C (M, N) = epilogue(A (M, K) @ W^T + bias).
+# The linear op: a packed GEMM with fused epilogues, C (M, N) = epilogue(A (M, K) @ W^T + bias).
 #
 # W (N, K) is packed once at load into panels of NR columns, Bp (NP, K, NR) with
 # Bp[p, k, j] = W[p * NR + j, k] (zero past N), and bias is padded to NP * NR, so the register
 # tile below reads both with whole-vector loads. Threads split the panels (8 to 32 per GEMM of
 # ViT-S with AVX-512), so small-M GEMMs (batch 1: 50 rows) keep every thread busy too.
 
+from bias_gelu import gelu_erf, gelu_tanh
 from common import F32Ptr, W, F32V, share_begin
-from gelu_erf import gelu_erf
-from gelu_tanh import gelu_tanh
+from model_layout import EPI_NONE, EPI_GELU_ERF, EPI_GELU_TANH, EPI_RESIDUAL
 
 # The register tile: MR rows x NV vectors of accumulators (18), plus NV B vectors and one A
 # broadcast, fits the 32 vector registers of AVX-512; per step of K it loads 0.5 vectors per
@@ -16,16 +16,12 @@ comptime MR = 6
 comptime NV = 3
 comptime NR = NV * W  # columns of the register tile, the panel width
 
-# Epilogues, applied to acc + bias before the one store of each output vector
-comptime EPI_BIAS = 0
-comptime EPI_GELU_ERF = 1
-comptime EPI_GELU_TANH = 2
-comptime EPI_RESIDUAL = 3  # + R (M, N); R may be C itself (x += proj(...))
-
 # rows of A kept hot per pass over this thread's panels: about 128 KiB of A
 comptime A_BLOCK_BYTES = 128 * 1024
 
 
+# The epilogues (EPI_*, numbered by Python's LINEAR_EPILOGUES) apply to acc + bias before the
+# one store of each output vector; EPI_RESIDUAL adds R (M, N), which may be C itself.
 @always_inline
 def epilogue[epi: Int, width: Int](v: SIMD[DType.float32, width],
                                    r: F32Ptr) -> SIMD[DType.float32, width]:
@@ -73,7 +69,7 @@ def tile[mr: Int, epi: Int](a: F32Ptr, lda: Int, panel: F32Ptr, k: Int, bias: F3
 # ---- the driver ------------------------------------------------------------------------------
 
 
-def gemm[epi: Int](a: F32Ptr, lda: Int, bp: F32Ptr, bias: F32Ptr, c: F32Ptr, ldc: Int,
+def linear[epi: Int](a: F32Ptr, lda: Int, bp: F32Ptr, bias: F32Ptr, c: F32Ptr, ldc: Int,
                    r: F32Ptr, ldr: Int, m: Int, n: Int, k: Int, tid: Int, nthreads: Int):
     """This thread's panels of C (M, N), row strides lda, ldc, ldr; bp (NP, K, NR), bias (NP*NR,)."""
     var npanels = (n + NR - 1) // NR
@@ -103,14 +99,14 @@ def gemm[epi: Int](a: F32Ptr, lda: Int, bp: F32Ptr, bias: F32Ptr, c: F32Ptr, ldc
         m0 = m1
 
 
-def gemm_any(epi: Int, a: F32Ptr, lda: Int, bp: F32Ptr, bias: F32Ptr, c: F32Ptr, ldc: Int,
+def linear_any(epi: Int, a: F32Ptr, lda: Int, bp: F32Ptr, bias: F32Ptr, c: F32Ptr, ldc: Int,
              r: F32Ptr, ldr: Int, m: Int, n: Int, k: Int, tid: Int, nthreads: Int):
-    """gemm with the epilogue chosen at run time (one of the EPI_* values)."""
+    """linear with the epilogue chosen at run time (one of the EPI_* values)."""
     if epi == EPI_GELU_ERF:
-        gemm[EPI_GELU_ERF](a, lda, bp, bias, c, ldc, r, ldr, m, n, k, tid, nthreads)
+        linear[EPI_GELU_ERF](a, lda, bp, bias, c, ldc, r, ldr, m, n, k, tid, nthreads)
     elif epi == EPI_GELU_TANH:
-        gemm[EPI_GELU_TANH](a, lda, bp, bias, c, ldc, r, ldr, m, n, k, tid, nthreads)
+        linear[EPI_GELU_TANH](a, lda, bp, bias, c, ldc, r, ldr, m, n, k, tid, nthreads)
     elif epi == EPI_RESIDUAL:
-        gemm[EPI_RESIDUAL](a, lda, bp, bias, c, ldc, r, ldr, m, n, k, tid, nthreads)
+        linear[EPI_RESIDUAL](a, lda, bp, bias, c, ldc, r, ldr, m, n, k, tid, nthreads)
     else:
-        gemm[EPI_BIAS](a, lda, bp, bias, c, ldc, r, ldr, m, n, k, tid, nthreads)
+        linear[EPI_NONE](a, lda, bp, bias, c, ldc, r, ldr, m, n, k, tid, nthreads)
