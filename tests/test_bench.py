@@ -1,5 +1,6 @@
-"""vit-bench: the quick sweep's outputs are checked for content (not speed), bad options give
-one line and a non-zero exit, and the sweep's interleaving and bookkeeping are right."""
+"""vit-bench and the benchmarks' shared parts: the quick sweep's outputs are checked for content
+(not speed), bad options give one line and a non-zero exit, the rounds engine interleaves and
+keeps its books right, and the torch peer computes the same function as the reference."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from polyvit import backends
+from polyvit import backends, parity
 from polyvit.bench import report
-from polyvit.bench.sweep import Record, Runner, measure, plan_rounds
+from polyvit.bench.rounds import paired_ratio, plan_rounds, run_rounds
+from polyvit.bench.sweep import Record, Runner, measure
 from polyvit.cli import bench as bench_cli
 from polyvit.config import get_config
 from polyvit.weights import random_weights
@@ -129,6 +131,44 @@ def test_a_runner_that_cannot_start_is_noted_not_fatal():
     records = measure([bad, good], CFG, weights, batch=1, budget_seconds=0, rounds=3)
     assert [r.runner for r in records] == ["good"]
     assert bad.error and "no such device" in bad.error
+
+
+def test_the_engine_plans_rounds_and_leaves_out_a_call_that_raises():
+    calls: list[str] = []
+
+    def call(name):
+        calls.append(name)
+        if name == "bad":
+            raise ValueError("no kernel\nfor this shape")
+        return name.upper()
+
+    def clock(c):  # every call "takes" half a second
+        c()
+        return 0.5
+    result = run_rounds({n: lambda n=n: call(n) for n in ("a", "bad", "b")}, warmups=2,
+                        budget_seconds=0, clock=clock)
+    assert calls[:5] == ["a", "a", "a", "bad", "b"]  # two warm-ups and the planning call
+    assert result.errors == {"bad": "ValueError: no kernel"}
+    assert result.outputs == {"a": "A", "b": "B"}
+    assert result.seconds == {"a": [0.5] * 3, "b": [0.5] * 3}  # the minimum of 3 rounds
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    assert paired_ratio([2.0, 4.0, 30.0], [1.0, 1.0, 10.0]) == pytest.approx(3.0)
+
+
+def test_the_torch_peer_computes_the_reference_function():
+    torch = pytest.importorskip("torch")
+    from polyvit.bench import torch_peer
+
+    for cfg in (CFG, CFG.replace(patch_norm_pre=True, patch_norm_post=True, qkv_bias=False,
+                                 gelu="tanh")):
+        weights = random_weights(cfg, seed=5)
+        images = parity.random_images(cfg, 3, seed=6)
+        oracle, tol = parity.reference_outputs(cfg, weights, images)
+        with torch.inference_mode():
+            logits = torch_peer.vit(cfg, weights)(torch.from_numpy(images)).numpy()
+        assert parity.compare(logits, oracle, tol).passed
 
 
 def test_plan_rounds_fits_the_budget():

@@ -1,6 +1,6 @@
-"""The peers polyvit is measured against, on the same weights: torch eager (an idiomatic torch
-ViT, as timm writes it: conv patch embedding, F.layer_norm, SDPA), torch.compile, ONNX Runtime
-and OpenVINO (both on an ONNX export of that torch model). Each is optional: a missing package
+"""The peers polyvit is measured against, on the same weights, and their runners: torch eager
+and torch.compile (the idiomatic torch ViT of torch_peer.py, on the CPU or a GPU), ONNX Runtime
+and OpenVINO (both on one ONNX export of that model). Each is optional: a missing package
 makes its runner unavailable with the reason, never an error."""
 
 from __future__ import annotations
@@ -8,95 +8,73 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
-from typing import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ..config import ViTConfig
+from .sweep import Runner
 
-Fn = Callable[[np.ndarray], np.ndarray]
-
-
-def idiomatic_torch_vit(cfg: ViTConfig, weights: Mapping[str, np.ndarray]):
-    """A torch.nn.Module computing the same ViT with torch's fused building blocks."""
-    import torch
-    import torch.nn.functional as F
-
-    class TorchViT(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            for key, value in weights.items():
-                self.register_buffer(key.replace(".", "__"), torch.from_numpy(np.array(value)))
-
-        def w(self, key: str):
-            return getattr(self, key.replace(".", "__"))
-
-        def forward(self, x):
-            d, h, p = cfg.embed_dim, cfg.num_heads, cfg.patch_size
-            b = x.shape[0]
-            if cfg.patch_norm_pre:  # LayerNorm over each flattened patch: unfold, then linear
-                x = F.unfold(x, p, stride=p).transpose(1, 2)               # (B, N, C*P*P)
-                x = F.layer_norm(x, (cfg.patch_dim,), self.w("patch_embed.norm_pre.weight"),
-                                 self.w("patch_embed.norm_pre.bias"), cfg.ln_eps)
-                x = F.linear(x, self.w("patch_embed.proj.weight").reshape(d, -1),
-                             self.w("patch_embed.proj.bias"))
-            else:
-                x = F.conv2d(x, self.w("patch_embed.proj.weight"), self.w("patch_embed.proj.bias"),
-                             stride=p).flatten(2).transpose(1, 2)          # (B, N, D)
-            if cfg.patch_norm_post:
-                x = F.layer_norm(x, (d,), self.w("patch_embed.norm.weight"),
-                                 self.w("patch_embed.norm.bias"), cfg.ln_eps)
-            x = torch.cat([self.w("cls_token").expand(b, -1, -1), x], 1) + self.w("pos_embed")
-            for i in range(cfg.depth):
-                k = f"blocks.{i}."
-                y = F.layer_norm(x, (d,), self.w(k + "norm1.weight"), self.w(k + "norm1.bias"),
-                                 cfg.ln_eps)
-                bias = self.w(k + "attn.qkv.bias") if cfg.qkv_bias else None
-                q, kk, v = F.linear(y, self.w(k + "attn.qkv.weight"), bias) \
-                    .reshape(b, -1, 3, h, d // h).permute(2, 0, 3, 1, 4)
-                y = F.scaled_dot_product_attention(q, kk, v).transpose(1, 2).reshape(b, -1, d)
-                x = x + F.linear(y, self.w(k + "attn.proj.weight"), self.w(k + "attn.proj.bias"))
-                y = F.layer_norm(x, (d,), self.w(k + "norm2.weight"), self.w(k + "norm2.bias"),
-                                 cfg.ln_eps)
-                y = F.gelu(F.linear(y, self.w(k + "mlp.fc1.weight"), self.w(k + "mlp.fc1.bias")),
-                           approximate="none" if cfg.gelu == "erf" else "tanh")
-                x = x + F.linear(y, self.w(k + "mlp.fc2.weight"), self.w(k + "mlp.fc2.bias"))
-            x = F.layer_norm(x[:, 0], (d,), self.w("norm.weight"), self.w("norm.bias"), cfg.ln_eps)
-            return F.linear(x, self.w("head.weight"), self.w("head.bias"))
-
-    return TorchViT().eval()
+Fn = Callable[[Any], Any]
 
 
 def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-# ---- builders: each returns a callable numpy -> numpy logits ------------------------------------
-
-def torch_eager(model, precision: str, threads: int) -> Fn:
+def gpu_missing() -> str | None:
+    """Why polyvit cannot be measured against torch on a GPU here, or None when it can: that
+    needs the cuda backend and a CUDA build of torch, both seeing a device."""
     import torch
 
-    torch.set_num_threads(threads)
+    from ..backends import backend_class
 
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16,
-                                                    enabled=precision == "bf16"):
-            return model(torch.from_numpy(x)).float().numpy()
+    ok, reason = backend_class("cuda").availability()
+    if ok and torch.cuda.is_available():
+        return None
+    return ("needs a GPU with the cuda backend and a CUDA build of torch: "
+            f"{reason or 'torch.cuda.is_available() is False'}")
+
+
+# ---- builders: each returns a callable images -> logits -----------------------------------------
+
+def torch_eager(model, precision: str, threads: int | None = None) -> Fn:
+    """model on its device; fp32 as is, bf16/fp16 under autocast. On the CPU it takes and returns
+    numpy; on a GPU it takes a device tensor and returns the device tensor once the GPU is done,
+    so its time is the forward's, not a transfer's."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    device = next(model.parameters()).device
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+    def run(x):
+        with torch.inference_mode(), torch.autocast(device.type, dtype,
+                                                    enabled=precision != "fp32"):
+            y = model(torch.as_tensor(x, device=device))
+        if device.type == "cpu":
+            return y.float().numpy()
+        torch.cuda.synchronize(device)
+        return y
     return run
 
 
-def torch_compiled(model, precision: str, threads: int) -> Fn:
+def torch_compiled(model, precision: str, threads: int | None = None,
+                   mode: str | None = None) -> Fn:
+    """torch.compile of the model (mode: None, "reduce-overhead", "max-autotune"), one graph per
+    input shape; the first call of each shape compiles."""
     import torch
     import torch._inductor.config as inductor
 
-    torch.set_num_threads(threads)
     inductor.freezing = True  # weights become constants, as in deployment
-    compiled = torch.compile(model)
-    return torch_eager(compiled, precision, threads)
+    return torch_eager(torch.compile(model, mode=mode, dynamic=False), precision, threads)
 
 
 class OnnxExport:
-    """One ONNX export of the torch model per sweep, shared by ONNX Runtime and OpenVINO."""
+    """One ONNX export of the torch model, made on first use and shared by ONNX Runtime and
+    OpenVINO."""
 
     def __init__(self, model, cfg: ViTConfig):
         self.model, self.cfg = model, cfg
@@ -119,7 +97,7 @@ class OnnxExport:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     torch.onnx.export(self.model, (x,), self._file(), dynamo=True, verbose=False,
-                                      dynamic_shapes={"x": {0: batch}}, external_data=False)
+                                      dynamic_shapes={"images": {0: batch}}, external_data=False)
             finally:
                 quiet.setLevel(level)
         return self._file()
@@ -129,31 +107,76 @@ class OnnxExport:
         return os.path.join(self._dir.name, "vit.onnx")
 
 
-def onnxruntime(export: OnnxExport, precision: str, threads: int) -> Fn:
+def onnxruntime(export: OnnxExport, precision: str, threads: int | None = None) -> Fn:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    if threads is not None:
+        options.intra_op_num_threads = threads
     session = ort.InferenceSession(export.path(), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
 
 
-def openvino(export: OnnxExport, precision: str, threads: int) -> Fn:
+def openvino(export: OnnxExport, precision: str, threads: int | None = None) -> Fn:
+    """fp32 with INFERENCE_PRECISION_HINT=f32; bf16 with its bf16 hint (OpenVINO's default on
+    CPUs with AVX512_BF16)."""
     import openvino as ov
 
-    hint = {"fp32": "f32", "bf16": "bf16"}[precision]
-    compiled = ov.Core().compile_model(export.path(), "CPU", {
-        "INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
-        "PERFORMANCE_HINT": "LATENCY"})
-    request = compiled.create_infer_request()
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
+                              "PERFORMANCE_HINT": "LATENCY"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    request = ov.Core().compile_model(export.path(), "CPU", config).create_infer_request()
     return lambda x: np.asarray(next(iter(request.infer({0: x}).values())), dtype=np.float32)
 
 
-# (name, modules it needs, precisions, builder, needs the ONNX export, costly to set up)
-PEERS = [
-    ("torch eager", ("torch",), ("fp32", "bf16"), torch_eager, False, False),
-    ("torch.compile", ("torch",), ("fp32", "bf16"), torch_compiled, False, True),
-    ("onnxruntime", ("onnxruntime", "onnxscript"), ("fp32",), onnxruntime, True, False),
-    ("openvino", ("openvino", "onnxscript"), ("fp32", "bf16"), openvino, True, False),
-]
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    modules: tuple[str, ...]     # the packages it needs
+    precisions: tuple[str, ...]
+    build: Callable[..., Fn]     # build(model or ONNX export, precision, threads)
+    onnx: bool                   # runs the ONNX export rather than the torch model
+    costly: bool                 # slow to set up (compiles)
+
+
+PEERS = (
+    Peer("torch eager", ("torch",), ("fp32", "bf16"), torch_eager, False, False),
+    Peer("torch.compile", ("torch",), ("fp32", "bf16"), torch_compiled, False, True),
+    Peer("onnxruntime", ("onnxruntime", "onnxscript"), ("fp32",), onnxruntime, True, False),
+    Peer("openvino", ("openvino", "onnxscript"), ("fp32", "bf16"), openvino, True, False),
+)
+
+
+def peer_runners(precisions: list[str], cfg: ViTConfig, weights: Mapping[str, np.ndarray],
+                 threads: int | None, include_costly: bool = True,
+                 names: list[str] | None = None) -> tuple[list[Runner], list[str]]:
+    """(CPU runners of the peers offering these precisions, notes on peers left out); names
+    picks peers by name (default: all). The torch model is built once and the ONNX export made
+    on the first runner's set-up, both shared by every runner."""
+    runners, notes = [], []
+    model = export = None
+    for peer in PEERS:
+        if names is not None and peer.name not in names:
+            continue
+        missing = [m for m in peer.modules if not installed(m)]
+        if missing:
+            notes.append(f"{peer.name}: not installed ({', '.join(missing)}); pip install "
+                         f"'polyvit[bench]'")
+            continue
+        if peer.costly and not include_costly:
+            notes.append(f"{peer.name}: left out (a cold compile takes ~20 s)")
+            continue
+        if model is None:
+            from . import torch_peer
+
+            model = torch_peer.vit(cfg, weights)
+        if peer.onnx and export is None:
+            export = OnnxExport(model, cfg)
+        source = export if peer.onnx else model
+        for precision in precisions:
+            if precision in peer.precisions:
+                runners.append(Runner(peer.name, "peer", precision,
+                                      lambda b=peer.build, s=source, p=precision: b(s, p, threads)))
+    return runners, notes

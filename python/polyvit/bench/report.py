@@ -1,5 +1,6 @@
 """vit-bench's outputs: results.json (everything, machine-readable), results.md (the feature
-matrix and every measurement), results.png (throughput per backend and precision)."""
+matrix and every measurement), results.png (throughput per backend and precision); the
+benchmark scripts print the same measurement table, with paired speed-ups."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, backends
+from .rounds import paired_ratio
 from .sweep import Record
 
 VERSIONED = ("numpy", "torch", "onnxruntime", "openvino", "dpctl", "mojo-compiler")
@@ -133,6 +135,26 @@ def measurements(records: list[Record]) -> list[str]:
                      f"{_fmt(value, '.2f')}{'×' if value is not None else ''} "
                      f"{f'({peer})' if peer else ''} |")
     return lines
+
+
+def speedups(records: list[Record], ours: str) -> list[str]:
+    """The speed-up of each record of runner `ours` over every other record of its batch: the
+    median over rounds of (their time / ours) in the same round, which cancels the drift of a
+    shared machine, with the ratio of medians in brackets."""
+    lines = []
+    for mine in (r for r in records if r.runner == ours):
+        others = [r for r in records if r.batch == mine.batch and r is not mine]
+        parts = [f"{o.label} {paired_ratio(o.seconds, mine.seconds):.2f}x "
+                 f"({o.ms_per_image / mine.ms_per_image:.2f}x)" for o in others]
+        lines.append(f"batch {mine.batch}, speed-up of {mine.label} over " + ", ".join(parts))
+    return lines
+
+
+def parity_failures(records: list[Record]) -> list[str]:
+    """One error line per polyvit run whose fp32 logits fail the parity rule."""
+    return [f"{r.runner} {r.precision} batch {r.batch} fails parity (max|d| "
+            f"{r.max_abs_error:.3g} > {r.tolerance:.3g})"
+            for r in records if r.kind == "polyvit" and r.parity == "fail"]
 
 
 def write_markdown(path: Path, info: dict, settings: dict, records: list[Record],

@@ -1,13 +1,9 @@
-"""The measurement: every runner on the same inputs, warm-up, then interleaved timed rounds.
-
-Rounds are interleaved across runners (runner order rotated each round), so machine drift and
-noise from other processes hit every runner alike; each runner's output on the sweep's input is
-also checked against the float64 reference.
-"""
+"""What vit-bench and the benchmark scripts time: runners (a polyvit backend or a peer at a
+precision, built lazily), measured on one input batch by the interleaved-rounds engine
+(rounds.py), each runner's output also checked against the float64 reference."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -15,7 +11,7 @@ import numpy as np
 
 from .. import backends, parity
 from ..config import ViTConfig
-from . import peers
+from .rounds import describe, quartiles, run_rounds
 
 Fn = Callable[[np.ndarray], np.ndarray]
 
@@ -28,7 +24,7 @@ class Runner:
     precision: str
     build: Callable[[], Fn] = field(repr=False)
     fn: Fn | None = field(default=None, repr=False)
-    error: str | None = None      # why it could not be set up
+    error: str | None = None      # why it could not be set up or run
 
     @property
     def label(self) -> str:
@@ -39,7 +35,7 @@ class Runner:
             try:
                 self.fn = self.build()
             except Exception as exc:  # a peer failing to set up must not stop the sweep
-                self.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+                self.error = describe(exc)
         return self.fn is not None
 
 
@@ -49,11 +45,16 @@ class Record:
     kind: str
     precision: str
     batch: int
-    seconds: list[float]          # per timed call
+    seconds: list[float]          # per timed call, one per round
     max_abs_error: float
     tolerance: float
     top1_agreement: float
     parity: str                   # "pass", "fail" or "n/a" (not an fp32 run)
+    load: float = 0.0             # cores other processes kept busy during these rounds
+
+    @property
+    def label(self) -> str:
+        return f"{self.runner} {self.precision}"
 
     @property
     def ms_per_image(self) -> float:
@@ -62,8 +63,8 @@ class Record:
     @property
     def spread_ms(self) -> tuple[float, float]:
         """(25th, 75th) percentile of ms per image."""
-        q = np.percentile(self.seconds, [25, 75]) * 1000 / self.batch
-        return float(q[0]), float(q[1])
+        lo, _, hi = quartiles(self.seconds)
+        return 1000 * lo / self.batch, 1000 * hi / self.batch
 
     @property
     def images_per_second(self) -> float:
@@ -75,7 +76,8 @@ class Record:
                 "ms_per_image_iqr": list(self.spread_ms),
                 "images_per_second": self.images_per_second, "rounds": len(self.seconds),
                 "max_abs_error": self.max_abs_error, "tolerance": self.tolerance,
-                "top1_agreement": self.top1_agreement, "parity": self.parity}
+                "top1_agreement": self.top1_agreement, "parity": self.parity,
+                "other_load_cores": self.load}
 
 
 def polyvit_runners(names: list[str], precisions: list[str], cfg: ViTConfig,
@@ -86,7 +88,7 @@ def polyvit_runners(names: list[str], precisions: list[str], cfg: ViTConfig,
         for precision in precisions:
             if precision not in cls.precisions:
                 continue
-            options = {"threads": threads} if "threads" in cls.options else {}
+            options = {"threads": threads} if "threads" in cls.option_names() else {}
 
             def build(cls=cls, precision=precision, options=options) -> Fn:
                 return cls(cfg, weights, precision, **options).forward
@@ -94,84 +96,23 @@ def polyvit_runners(names: list[str], precisions: list[str], cfg: ViTConfig,
     return runners
 
 
-def peer_runners(precisions: list[str], cfg: ViTConfig, weights: Mapping[str, np.ndarray],
-                 threads: int, include_costly: bool) -> tuple[list[Runner], list[str]]:
-    """(runners, notes on peers left out)."""
-    runners, notes = [], []
-    model = None
-    export = None
-    for name, modules, offered, builder, needs_onnx, costly in peers.PEERS:
-        missing = [m for m in modules if not peers.installed(m)]
-        if missing:
-            notes.append(f"{name}: not installed ({', '.join(missing)}); pip install "
-                         f"'polyvit[bench]'")
-            continue
-        if costly and not include_costly:
-            notes.append(f"{name}: left out of the quick sweep (cold compile takes ~20 s)")
-            continue
-        if model is None:
-            model = peers.idiomatic_torch_vit(cfg, weights)
-        if needs_onnx and export is None:
-            export = peers.OnnxExport(model, cfg)
-        for precision in precisions:
-            if precision not in offered:
-                continue
-            source = export if needs_onnx else model
-
-            def build(builder=builder, source=source, precision=precision) -> Fn:
-                return builder(source, precision, threads)
-            runners.append(Runner(name, "peer", precision, build))
-    return runners, notes
-
-
-def plan_rounds(seconds_per_round: float, budget_seconds: float, minimum: int = 3,
-                maximum: int = 50) -> int:
-    """How many interleaved rounds fit the time budget of one batch size."""
-    if seconds_per_round <= 0:
-        return maximum
-    return int(min(maximum, max(minimum, budget_seconds // seconds_per_round)))
-
-
 def measure(runners: list[Runner], cfg: ViTConfig, weights: Mapping[str, np.ndarray],
-            batch: int, budget_seconds: float, rounds: int | None = None,
+            batch: int, budget_seconds: float, rounds: int | None = None, pause: float = 0.0,
             progress=None) -> list[Record]:
-    """Warm up every runner on one input batch, then time interleaved rounds.
-
-    progress: a tqdm-like bar; its total grows by the number of timed calls once planned."""
+    """Every runner that sets up, warmed up and timed in interleaved rounds on one input batch
+    (see rounds.run_rounds); a runner that fails keeps its reason in .error."""
     images = parity.random_images(cfg, batch, seed=1000 + batch)
     oracle, tol = parity.reference_outputs(cfg, weights, images)
-    active, outputs, per_round = [], {}, 0.0
-    for r in runners:
-        if not r.prepare():
-            continue
-        try:
-            outputs[r.label] = np.asarray(r.fn(images), dtype=np.float32)  # warm-up + parity
-        except Exception as exc:
-            r.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
-            continue
-        # A second call plans the rounds: the first pays one-time costs (torch.compile's
-        # compile, graph capture, kernel builds) that would shrink the plan to a few rounds.
-        start = time.perf_counter()
-        r.fn(images)
-        per_round += time.perf_counter() - start
-        active.append(r)
-    n = rounds or plan_rounds(per_round, budget_seconds)
-    if progress is not None:
-        progress.total = (progress.total or 0) + n * len(active)
-        progress.refresh()
-    times: dict[str, list[float]] = {r.label: [] for r in active}
-    for i in range(n):
-        shift = i % max(1, len(active))
-        for r in active[shift:] + active[:shift]:
-            start = time.perf_counter()
-            r.fn(images)
-            times[r.label].append(time.perf_counter() - start)
-            if progress is not None:
-                progress.update(1)
+    active = {r.label: r for r in runners if r.prepare()}
+    result = run_rounds({label: lambda r=r: r.fn(images) for label, r in active.items()}, rounds,
+                        budget_seconds=budget_seconds, pause=pause, progress=progress)
+    for label, error in result.errors.items():
+        active[label].error = error
     records = []
-    for r in active:
-        result = parity.compare(outputs[r.label], oracle, tol)
-        verdict = ("pass" if result.passed else "fail") if r.precision == "fp32" else "n/a"
-        records.append(Record(r.name, r.kind, r.precision, batch, times[r.label],
-                              result.max_abs_error, tol, result.top1_agreement, verdict))
+    for label, seconds in result.seconds.items():
+        r = active[label]
+        check = parity.compare(np.asarray(result.outputs[label], dtype=np.float32), oracle, tol)
+        verdict = ("pass" if check.passed else "fail") if r.precision == "fp32" else "n/a"
+        records.append(Record(r.name, r.kind, r.precision, batch, seconds, check.max_abs_error,
+                              tol, check.top1_agreement, verdict, result.load))
     return records

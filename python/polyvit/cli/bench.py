@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .. import backends
 from ..bench import report
-from ..bench.sweep import measure, peer_runners, polyvit_runners
+from ..bench.peers import peer_runners
+from ..bench.sweep import measure, polyvit_runners
 from ..config import PRESETS
 from ..errors import BackendError
 from ..model import resolve_weights
@@ -155,11 +156,10 @@ def _main(argv: list[str] | None) -> int:
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}"
           f"{', ' + str(out / 'results.png') if chart else ' (no chart: matplotlib missing)'}",
           file=sys.stderr)
-    failed = [r for r in records if r.parity == "fail"]
-    for r in failed:
-        print(f"vit-bench: error: {r.runner} {r.precision} batch {r.batch} fails parity "
-              f"(max|d| {r.max_abs_error:.3g} > {r.tolerance:.3g})", file=sys.stderr)
-    return 1 if any(r.kind == "polyvit" for r in failed) else 0
+    failures = report.parity_failures(records)
+    for line in failures:
+        print(f"vit-bench: error: {line}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
