@@ -1,2 +1,4 @@
-"""vit-bench's machinery: runners for polyvit backends and peers, the interleaved sweep, and
-the reports. The console script is polyvit.cli.bench."""
+"""What every benchmark shares: the torch peer (torch_peer.py), the peers' runners (peers.py),
+the interleaved-rounds engine (rounds.py), runners and their measurement with parity
+(sweep.py), the reports (report.py) and the CPU scripts' common run (compare.py). vit-bench's
+console script is polyvit.cli.bench; the scripts are in benchmarks/."""

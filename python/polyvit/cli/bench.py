@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import sys
 from pathlib import Path
 
 from .. import backends
+from ..backends._native import default_threads
 from ..bench import report
 from ..bench.peers import peer_runners
 from ..bench.sweep import measure, polyvit_runners
@@ -117,7 +117,7 @@ def _main(argv: list[str] | None) -> int:
     precisions = resolve_precisions(args.precisions, names)
     gpu = "cuda" in names
     batches = args.batch_sizes or (GPU_BATCHES if gpu else CPU_BATCHES)
-    threads = args.threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1
+    threads = args.threads or default_threads()
     if args.config and args.weights:
         raise ValueError("--config chooses the built-in weights' model; --weights carries its own")
     cfg, weights, source = resolve_weights(args.weights, args.config)
