@@ -2,9 +2,10 @@
 machine's peak, numpy's BLAS (OpenBLAS) measured alongside in the same run.
 
     flock /tmp/polyvit-cpu.lock python benchmarks/bench_gemm.py [--config vit_small_patch32_224]
-        [--batch 1 32] [--precision fp32 bf16 int8] [--threads N] [--peak 230]
+        [--batch 1 32] [--precision fp32 bf16 int8] [--threads N] [--peak 230] [--seconds 0.5]
 
-Each row: the layer, M x K x N, median time of interleaved rounds, GFLOP/s, the fraction of
+Each row: the layer, M x K x N, median time of interleaved rounds (polyvit.bench.rounds; the
+weights are packed before timing), GFLOP/s, the fraction of
 --peak (fp32 FMA peak of all threads; bf16 and int8 rows are still compared to the fp32 peak),
 and torch's GFLOP/s on the same fp32 shape (MKL/oneDNN sgemm; torch shares our OpenMP
 runtime, so its threads do not spin against ours the way a second BLAS pool would).
@@ -13,7 +14,6 @@ runtime, so its threads do not spin against ours the way a second BLAS pool woul
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
@@ -25,22 +25,11 @@ def shapes(cfg, batch: int):
             ("head", batch, d, cfg.num_classes)]
 
 
-def timed(fn, min_seconds: float) -> float:
-    """Seconds of one call: the best of a few calls after a warm-up, repeated >= min_seconds."""
-    fn()
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls
-
-
 def main() -> None:
     import torch
 
     from polyvit import _cpu
+    from polyvit.bench.rounds import run_rounds
     from polyvit.config import get_config
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -51,15 +40,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="0: OMP_NUM_THREADS / all cores")
     p.add_argument("--isa", default="auto")
     p.add_argument("--peak", type=float, default=230.0, help="fp32 GFLOP/s peak of the machine")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--seconds", type=float, default=0.05, help="minimum time per measurement")
+    p.add_argument("--rounds", type=int, help="default: as many as --seconds allows")
+    p.add_argument("--seconds", type=float, default=0.5, help="time budget of each shape's rounds")
     args = p.parse_args()
 
     cfg = get_config(args.config)
     torch.set_num_threads(args.threads or _cpu.max_threads())
     rng = np.random.default_rng(0)
     print(f"{args.config}, threads {args.threads or _cpu.max_threads()}, isa {args.isa}, "
-          f"peak {args.peak:.0f} GFLOP/s, median of {args.rounds} interleaved rounds")
+          f"peak {args.peak:.0f} GFLOP/s, median of interleaved rounds")
     print(f"{'layer':6} {'prec':5} {'M x K x N':>18} {'ms':>8} {'GFLOP/s':>8} {'of peak':>8} "
           f"{'torch':>8}")
     for batch in args.batch:
@@ -71,12 +60,10 @@ def main() -> None:
             layers = {pr: _cpu.Linear(w, b, pr, args.isa, args.threads) for pr in args.precision}
             xt, wt = torch.from_numpy(x), torch.from_numpy(w).T
             ot = torch.from_numpy(out)
-            times: dict[str, list[float]] = {pr: [] for pr in [*layers, "torch"]}
-            for _ in range(args.rounds):  # interleaved: drift hits every row alike
-                for pr, layer in layers.items():
-                    times[pr].append(timed(lambda: layer(x, args.epilogue, None, out),
-                                           args.seconds))
-                times["torch"].append(timed(lambda: torch.matmul(xt, wt, out=ot), args.seconds))
+            calls = {pr: lambda layer=layer: layer(x, args.epilogue, None, out)
+                     for pr, layer in layers.items()}
+            calls["torch"] = lambda: torch.matmul(xt, wt, out=ot)
+            times = run_rounds(calls, args.rounds, budget_seconds=args.seconds).seconds
             flop = 2.0 * m * k * n
             ref = flop / np.median(times["torch"]) / 1e9
             for pr in layers:

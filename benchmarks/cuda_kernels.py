@@ -5,9 +5,11 @@ same process: CUDA-event time per launch, median of interleaved rounds.
     python benchmarks/cuda_kernels.py --batches 1024 --json kernels.json
 
 polyvit's side runs polyvit._cuda.benchmark_op (the kernels of cuda/kernels/, inputs resident on
-the device); torch's side runs the op torch would use in eager mode (F.linear + epilogue,
-F.layer_norm, SDPA, F.gelu). The variants of each kernel (naive to promoted) are compared by the
-dev programs instead: make -C cuda/dev && cuda/dev/build/<op>.
+the device); torch's side runs the op torch would use in eager mode, as the torch peer
+(polyvit.bench.torch_peer) does: F.linear + epilogue, F.layer_norm, SDPA on packed qkv, F.gelu.
+Each side times itself with CUDA events; polyvit.bench.rounds interleaves and rotates them. The
+variants of each kernel (naive to promoted) are compared by the dev programs instead:
+make -C cuda/dev && cuda/dev/build/<op>.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import statistics
 import sys
 
 
-def torch_ms(fn, reps: int, warmup: int) -> list[float]:
-    """Milliseconds of each launch of fn, between CUDA events."""
+def torch_seconds(fn, reps: int, warmup: int) -> float:
+    """Median seconds of one launch of fn, between CUDA events."""
     import torch
 
     for _ in range(warmup):
@@ -32,7 +34,7 @@ def torch_ms(fn, reps: int, warmup: int) -> list[float]:
         stop.record()
         stop.synchronize()
         times.append(start.elapsed_time(stop))
-    return times
+    return statistics.median(times) / 1e3
 
 
 def cases(cfg, batch: int):
@@ -72,9 +74,11 @@ def torch_op(op, dims, precision, epilogue, device):
         w, b = torch.randn(c, device=device), torch.randn(c, device=device)
         return lambda: F.layer_norm(x, (c,), w, b, 1e-6).to(dtype)
     if op == "attention":
+        from polyvit.bench.torch_peer import attention
+
         batch, t, d, h = dims
-        q, k, v = (randn(batch, h, t, d // h) for _ in range(3))
-        return lambda: F.scaled_dot_product_attention(q, k, v)
+        qkv = randn(batch, t, 3 * d)
+        return lambda: attention(qkv, h)
     rows, n = dims  # bias_gelu
     x, b = randn(rows, n), randn(n)
     return lambda: F.gelu(x + b)
@@ -89,17 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
 
+    from polyvit.bench.peers import gpu_missing
+
+    why = gpu_missing()
+    if why:
+        print(why, file=sys.stderr)
+        return 2
     import torch
 
-    from polyvit.backends.cuda_backend import CudaBackend
-    from polyvit.config import get_config
-
-    ok, reason = CudaBackend.availability()
-    if not ok or not torch.cuda.is_available():
-        print(f"needs a GPU with the cuda backend and a CUDA build of torch: "
-              f"{reason or 'torch.cuda.is_available() is False'}", file=sys.stderr)
-        return 2
     from polyvit import _cuda
+    from polyvit.bench.rounds import run_rounds
+    from polyvit.config import get_config
 
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 against fp32
     device = torch.device("cuda:0")
@@ -111,11 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     for batch in args.batches:
         for op, dims, precision, epilogue, label in cases(cfg, batch):
             peer = torch_op(op, dims, precision, epilogue, device)
-            ours_t, theirs_t = [], []
-            for _ in range(args.rounds):
-                ours_t += _cuda.benchmark_op(op, dims, precision, epilogue, warmup=3, reps=args.reps)
-                theirs_t += torch_ms(peer, args.reps, warmup=3)
-            ours, theirs = statistics.median(ours_t), statistics.median(theirs_t)
+            calls = {
+                "polyvit": lambda: statistics.median(_cuda.benchmark_op(
+                    op, dims, precision, epilogue, warmup=3, reps=args.reps)) / 1e3,
+                "torch": lambda: torch_seconds(peer, args.reps, warmup=3)}
+            # each call times its own launches: the clock only reads what it returns
+            result = run_rounds(calls, args.rounds, clock=lambda call: call())
+            if result.errors:
+                print(f"| {label} | {dims} | {precision} | could not run: {result.errors} |")
+                continue
+            ours, theirs = (1e3 * statistics.median(result.seconds[k]) for k in calls)
             rows.append({"op": label, "dims": dims, "precision": precision, "batch": batch,
                          "polyvit_ms": ours, "torch_ms": theirs, "ratio": theirs / ours})
             print(f"| {label} | {dims} | {precision} | {ours:.4f} | {theirs:.4f} | {theirs / ours:.2f}x |")

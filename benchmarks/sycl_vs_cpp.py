@@ -1,66 +1,54 @@
 """The sycl backend against the C++ backend, its peer on this CPU: ViT-S/32 fp32 at batch 1 and
-32, same process, same weights and inputs, interleaved rounds (polyvit.bench.sweep rotates the
-runner order each round), medians and the ratio of medians. torch eager runs alongside as a
-fixed point; while the cpp backend is not available here the sycl/cpp ratio is reported as
-pending. Goal (issue 5): sycl within 1.5x of cpp's time at batch 32.
+32, same process, same weights and inputs, interleaved rounds, medians and the speed-ups (median
+of per-round ratios). torch eager runs alongside as a fixed point; while the cpp backend is not
+available here the sycl/cpp ratio is reported as pending. Goal (issue 5): sycl within 1.5x of
+cpp's time at batch 32.
 
     .venv/bin/python benchmarks/sycl_vs_cpp.py [--rounds 15] [--config vit_small_patch32_224]
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import platform
+import sys
 
 from polyvit import backends
-from polyvit.bench import peers
-from polyvit.bench.sweep import Runner, measure, polyvit_runners
+from polyvit.bench.compare import compare, exit_code, parser
+from polyvit.bench.peers import peer_runners
+from polyvit.bench.rounds import paired_ratio
+from polyvit.bench.sweep import polyvit_runners
 from polyvit.config import get_config
 from polyvit.weights import random_weights
 
-GOAL = 1.5
+GOAL, GOAL_BATCH = 1.5, 32
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--config", default="vit_small_patch32_224")
-    p.add_argument("--batch-sizes", default="1,32")
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    args = p.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__).parse_args(argv)
 
+    available = backends.available_backends()
+    if not available["sycl"][0]:
+        print(f"sycl is not available: {available['sycl'][1]}", file=sys.stderr)
+        return 2
     cfg = get_config(args.config)
     weights = random_weights(cfg, seed=0)
-    available = {n for n, (ok, _) in backends.available_backends().items() if ok}
-    if "sycl" not in available:
-        raise SystemExit(f"sycl is not available: {backends.available_backends()['sycl'][1]}")
-    names = [n for n in ("sycl", "cpp") if n in available]
+    names = [n for n in ("sycl", "cpp") if available[n][0]]
     runners = polyvit_runners(names, ["fp32"], cfg, weights, args.threads)
-    model = peers.idiomatic_torch_vit(cfg, weights)
-    runners.append(Runner("torch eager", "peer", "fp32",
-                          lambda: peers.torch_eager(model, "fp32", args.threads)))
+    peers, notes = peer_runners(["fp32"], cfg, weights, args.threads, names=["torch eager"])
+    records = compare(runners + peers, cfg, weights, args, ours="sycl", notes=notes)
 
-    print(f"{cfg.name} fp32, {args.rounds} interleaved rounds, {args.threads} threads, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{datetime.date.today()}")
-    print(f"{'batch':>5} {'runner':<12} {'ms/img':>8} {'IQR':>15} {'img/s':>7} {'parity':>6}")
-    for batch in (int(b) for b in args.batch_sizes.split(",")):
-        records = {r.runner: r for r in measure(runners, cfg, weights, batch, 0, args.rounds)}
-        for r in records.values():
-            lo, hi = r.spread_ms
-            print(f"{batch:>5} {r.runner:<12} {r.ms_per_image:8.2f} {lo:7.2f}-{hi:<7.2f} "
-                  f"{r.images_per_second:7.1f} {r.parity:>6}")
-        sycl = records["sycl"].ms_per_image
-        if "cpp" in records:
-            ratio = sycl / records["cpp"].ms_per_image
-            verdict = "" if batch != 32 else f" (goal <= {GOAL}: {'met' if ratio <= GOAL else 'missed'})"
-            print(f"{'':>5} sycl / cpp  {ratio:.2f}x{verdict}")
-        else:
-            print(f"{'':>5} sycl / cpp  pending: the cpp backend is not available here")
-        print(f"{'':>5} sycl / torch eager  {sycl / records['torch eager'].ms_per_image:.2f}x")
+    print()
+    for batch in args.batch:
+        found = {r.runner: r for r in records if r.batch == batch}
+        if "sycl" not in found or "cpp" not in found:
+            print(f"batch {batch}: time sycl / cpp pending: {'cpp' if 'sycl' in found else 'sycl'} "
+                  "did not run here")
+            continue
+        ratio = paired_ratio(found["sycl"].seconds, found["cpp"].seconds)
+        goal = f" (goal <= {GOAL}: {'met' if ratio <= GOAL else 'missed'})" \
+            if batch == GOAL_BATCH else ""
+        print(f"batch {batch}: time sycl / cpp {ratio:.2f}x{goal}")
+    return exit_code(records)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
