@@ -16,6 +16,7 @@ import pytest
 import polyvit
 from polyvit import BackendError
 from polyvit.backends import cuda_backend
+from polyvit.backends._native import BATCH_SIZES_KEPT, config_fields
 from polyvit.backends.cuda_backend import CudaBackend
 from polyvit.config import get_config
 from polyvit.weights import random_weights
@@ -96,25 +97,18 @@ def test_a_missing_extension_is_reported_not_raised(monkeypatch):
     assert not ok and "not built" in reason and "nvcc" in reason
 
 
-# ---- options, checked before the device ----------------------------------------------------------
+# ---- the device option ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("options,match", [
-    ({"precision": "int8"}, "does not offer precision"),
-    ({"threads": 2}, "does not take option"),
-    ({"device": -1}, "device must be"),
-    ({"device": "0"}, "device must be"),
-    ({"cuda_graph": 1}, "cuda_graph must be"),
-])
-def test_bad_options_are_backend_errors(options, match):
-    precision = options.pop("precision", "fp32")
-    with pytest.raises(BackendError, match=match):
-        CudaBackend(CFG, random_weights(CFG), precision, **options)
+@pytest.mark.parametrize("device,index", [("0", 0), ("3", 3), ("cuda", 0), ("cuda:0", 0),
+                                          ("cuda:12", 12)])
+def test_a_device_string_names_a_device_index(device, index):
+    assert cuda_backend.device_index(device) == index
 
 
-def test_ops_reject_an_unknown_precision():
-    with pytest.raises(ValueError, match="precision"):
-        cuda_backend.CudaOps("int8")
+def test_without_a_device_the_ops_are_refused_with_the_reason(no_device):
+    with pytest.raises(BackendError, match="no CUDA device"):
+        CudaBackend.ops(precision="bf16")
 
 
 # ---- the ops' native boundary --------------------------------------------------------------------
@@ -142,6 +136,13 @@ def test_ops_reject_an_unknown_precision():
     (lambda c: c.attention(f32(70000, 1, 3), 1), ValueError, "at most 65535"),
     (lambda c: c.bias_gelu(f32(2, 3), f32(3), "relu"), ValueError, "erf' or 'tanh"),
     (lambda c: c.bias_gelu(f32(2, 3), f32(4)), ValueError, "bias has shape"),
+    (lambda c: c.attention(f32(1, 5, 48), 1, "fp32", 5), ValueError, "queries must be None"),
+    (lambda c: c.patch_embed(f32(1, 3, 8, 8), f32(4, 3, 3, 3), None), ValueError, "do not tile"),
+    (lambda c: c.patch_embed(f32(1, 3, 8, 8), f32(4, 2, 4, 4), None), ValueError, "weight has shape"),
+    (lambda c: c.patch_embed(f32(1, 3, 8, 8), f32(4, 3, 4, 2), None), ValueError, "weight has shape"),
+    (lambda c: c.patch_embed(f32(3, 8, 8), f32(4, 3, 4, 4), None), ValueError, r"\(B, C, H, W\)"),
+    (lambda c: c.patch_embed(f32(1, 3, 8, 8), f32(4, 3, 4, 4), f32(3)), ValueError, "bias has shape"),
+    (lambda c: c.patch_embed(f32(1, 3, 8, 8), f32(4, 3, 4, 4), None, "int8"), ValueError, "precision"),
     (lambda c: c.benchmark_op("softmax", [1, 2]), Exception, "unknown op"),
 ])
 def test_ops_check_arguments_before_the_device(cuda, call, error, match):
@@ -159,14 +160,22 @@ def test_valid_ops_without_a_device_raise_cuda_error(cuda, no_device):
 # ---- the model's native boundary -----------------------------------------------------------------
 
 
-def config_fields(cfg=CFG):
-    return {k: v for k, v in cfg.to_dict().items() if k != "preprocessing"}
+def model(cuda, config, weights, precision="fp32"):
+    """polyvit._cuda.Model as CudaBackend builds it, on device 0 with graphs."""
+    return cuda.Model(config, weights, precision, 0, True, BATCH_SIZES_KEPT)
 
 
 @pytest.mark.parametrize("change,error,match", [
-    (lambda c, w: w.pop("head.bias"), ValueError, "missing tensor head.bias"),
-    (lambda c, w: w.update({"extra": f32(1)}), ValueError, "unexpected tensor extra"),
-    (lambda c, w: w.update({"norm.bias": f32(47)}), ValueError, r"norm.bias has shape \(47,\)"),
+    (lambda c, w: w.pop("head.bias"), ValueError, r"missing tensor head.bias of shape \(10,\)"),
+    (lambda c, w: w.pop("blocks.1.attn.qkv.bias"), ValueError, "missing tensor blocks.1.attn.qkv.bias"),
+    (lambda c, w: w.update({"extra": f32(1)}), ValueError, r"unexpected tensor extra \(1,\)"),
+    (lambda c, w: w.update({"blocks.2.norm1.weight": f32(48)}), ValueError,
+     "unexpected tensor blocks.2.norm1.weight"),  # vit_test has 2 blocks
+    (lambda c, w: c.update({"qkv_bias": False}), ValueError, "unexpected tensor blocks.0.attn.qkv.bias"),
+    (lambda c, w: w.update({"norm.bias": f32(47)}), ValueError,
+     r"norm.bias has shape \(47,\), expected \(48,\)"),
+    (lambda c, w: w.update({"blocks.0.attn.qkv.weight": f32(144, 47)}), ValueError,
+     r"blocks.0.attn.qkv.weight has shape \(144, 47\), expected \(144, 48\)"),
     (lambda c, w: w.update({"norm.bias": np.zeros(48)}), TypeError, "dtype float64"),
     (lambda c, w: w.update({"pos_embed": np.zeros((1, 48, 17), np.float32).transpose(0, 2, 1)}),
      ValueError, "C-contiguous"),
@@ -177,20 +186,20 @@ def config_fields(cfg=CFG):
     (lambda c, w: c.update({"patch_size": 7}), ValueError, "multiple"),
 ])
 def test_model_checks_config_and_weights_before_the_device(cuda, change, error, match):
-    cfg, weights = config_fields(), dict(random_weights(CFG))
+    cfg, weights = config_fields(CFG), dict(random_weights(CFG))
     change(cfg, weights)
     with pytest.raises(error, match=match):
-        cuda.Model(cfg, weights, "fp32")
+        model(cuda, cfg, weights)
 
 
 def test_model_rejects_an_unknown_precision(cuda):
     with pytest.raises(ValueError, match="precision"):
-        cuda.Model(config_fields(), random_weights(CFG), "int8")
+        model(cuda, config_fields(CFG), random_weights(CFG), "int8")
 
 
 def test_valid_model_without_a_device_raises_cuda_error(cuda, no_device):
     with pytest.raises(cuda.CudaError, match="no CUDA device"):
-        cuda.Model(config_fields(), random_weights(CFG), "bf16")
+        model(cuda, config_fields(CFG), random_weights(CFG), "bf16")
 
 
 # ---- device arrays: the host-side reading of __cuda_array_interface__ ----------------------------
@@ -251,5 +260,5 @@ def test_the_dev_programs_compile(tmp_path):
     result = subprocess.run(["make", "-C", str(ROOT / "cuda" / "dev"), "-j2", f"BUILD={tmp_path}"],
                             capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for program in ("attention", "bias_gelu", "layernorm", "matmul_fp32", "matmul_tc", "patchify"):
+    for program in ("attention", "bias_gelu", "layernorm", "linear_fp32", "linear_tc", "patch_embed"):
         assert (tmp_path / program).is_file(), program

@@ -1,14 +1,14 @@
 // Bias + exact (erf) GELU, y (M, N) = gelu(x + bias), variants:
 //   kernel1  one thread per element over the flat array (a division per element for the column)
 //   kernel2  kernels/bias_gelu.cu (promoted standalone): a row per blockIdx.y, no division
-// and the fusion it exists to measure: matmul then bias_gelu, against the matmul with the
-// bias-GELU epilogue (kernels/matmul_fp32.cu), which never writes the pre-activation.
+// and the fusion it exists to measure: linear then bias_gelu, against the linear with the
+// bias-GELU epilogue (kernels/linear_fp32.cu), which never writes the pre-activation.
 // Usage: bias_gelu [M N K]   (default: ViT-S/32 fc1 at batch 32, 1600 1536 384)
 #include "bias_gelu.cuh"
 #include "common.h"
 #include "common.cuh"
 #include "epilogue.cuh"
-#include "matmul_fp32.cuh"
+#include "linear_fp32.cuh"
 
 using namespace polyvit_cuda;
 
@@ -60,23 +60,23 @@ int main(int argc, char** argv) {
       std::printf("  %-34s %8.4f ms  %7.1f GB/s\n", name, ms, bytes / ms / 1e6);
     }
 
-    // Fused against unfused, on the fp32 matmul: the same numbers, one pass over y fewer.
+    // Fused against unfused, on the fp32 linear: the same numbers, one pass over y fewer.
     const auto a = dev::random_vector(size_t(M) * K, 3), w = dev::random_vector(size_t(N) * K, 4, 1.0f / std::sqrt(K));
     dev::DeviceArray<float> da(a), dw(w), pre(total), fused(total);
     auto unfused = [&] {
-      matmul_fp32(da.get(), dw.get(), nullptr, nullptr, pre.get(), M, N, K, Epilogue::kNone, nullptr);
+      linear_fp32(da.get(), dw.get(), nullptr, nullptr, pre.get(), M, N, K, Epilogue::kNone, nullptr);
       bias_gelu(pre.get(), db.get(), dy.get(), M, N, Epilogue::kGeluErf, nullptr);
     };
     auto fused_launch = [&] {
-      matmul_fp32(da.get(), dw.get(), db.get(), nullptr, fused.get(), M, N, K, Epilogue::kGeluErf, nullptr);
+      linear_fp32(da.get(), dw.get(), db.get(), nullptr, fused.get(), M, N, K, Epilogue::kGeluErf, nullptr);
     };
     unfused();
     fused_launch();
     const auto u = dy.download(), f = fused.download();
-    ok &= dev::validate("fused epilogue == matmul + kernel2", f, std::vector<double>(u.begin(), u.end()),
+    ok &= dev::validate("fused epilogue == linear + kernel2", f, std::vector<double>(u.begin(), u.end()),
                         dev::constant_bound(u.size(), 0.0));
     const double t_unfused = dev::time_ms(unfused), t_fused = dev::time_ms(fused_launch);
-    std::printf("  matmul_fp32 + bias_gelu %8.4f ms, matmul_fp32 with the epilogue %8.4f ms (%.3fx)\n",
+    std::printf("  linear_fp32 + bias_gelu %8.4f ms, linear_fp32 with the epilogue %8.4f ms (%.3fx)\n",
                 t_unfused, t_fused, t_unfused / t_fused);
     return ok ? 0 : 1;
   });

@@ -1,7 +1,7 @@
 // LayerNorm over rows, y (M, C) = (x - mean) / sqrt(var + eps) * w + b, variants:
 //   kernel1  one thread per row, two passes over the row in global memory
 //   kernel2  kernels/layernorm.cu (promoted): one warp per row, warp-shuffle reductions
-//   kernel2 with bf16 output (what feeds the tensor-core matmuls)
+//   kernel2 with bf16 output (what feeds the tensor-core linears)
 // Usage: layernorm [M C]   (default: ViT-S/32 at batch 32, 1600 384)
 #include "common.h"
 #include "common.cuh"

@@ -2,7 +2,7 @@
 
     python cuda/emulator/build.py build/emulator          # about a minute on 2 cores
     python cuda/emulator/run.py build/emulator -q tests/test_ops.py -k cuda
-    EMU_SMS=1 build/emulator/dev/matmul_tc 256 64 256 1
+    EMU_SMS=1 build/emulator/dev/linear_tc 256 64 256 1
 
 The kernel sources are compiled by g++ with cuda_emulation.h forced in, after three mechanical
 rewrites: kernel<<<...>>>(args) becomes a launcher call, the cp.async inline PTX becomes a
@@ -25,10 +25,8 @@ HERE = Path(__file__).resolve().parent
 CUDA = HERE.parent
 ROOT = CUDA.parent
 CUDA_INCLUDE = "/usr/local/cuda/include"
-# Which kernels each dev program links (as in cuda/dev/Makefile).
-DEV_LINKS = {"attention": ["attention"], "bias_gelu": ["bias_gelu", "matmul_fp32"],
-             "layernorm": ["layernorm"], "matmul_fp32": ["matmul_fp32"],
-             "matmul_tc": ["matmul_tc"], "patchify": ["patchify"]}
+# A line of cuda/dev/Makefile saying which kernels/ objects a dev program links.
+DEV_LINK = re.compile(r"^\$\(BUILD\)/(\w+): ((?:\$\(BUILD\)/kernels/\w+\.o ?)+)$", re.M)
 
 LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^();]*?>)?)<<<(.+?)>>>\(")
 CP_ASYNC_16 = re.compile(r"(void cp_async_16\(void\* smem, const void\* gmem, bool inside\) \{).*?\n\}", re.S)
@@ -53,6 +51,16 @@ def rewrite(source: str) -> str:
     if "<<<" in source or "asm volatile" in source:
         raise SystemExit("emulator: a construct the rewrite does not know is left in the source")
     return source
+
+
+def dev_links() -> dict[str, list[str]]:
+    """{dev program: the kernels it links}, read from cuda/dev/Makefile: one list for both builds."""
+    links = {program: re.findall(r"kernels/(\w+)\.o", objects)
+             for program, objects in DEV_LINK.findall((CUDA / "dev" / "Makefile").read_text())}
+    missing = {p.stem for p in (CUDA / "dev").glob("*.cu")} - set(links)
+    if missing:
+        raise SystemExit(f"emulator: cuda/dev/Makefile names no kernels for {sorted(missing)}")
+    return links
 
 
 def run(command: list[str]) -> None:
@@ -101,7 +109,7 @@ def main() -> int:
     run(["g++", "-shared", "-o", str(package / f"_cuda{suffix}"), *map(str, kernels),
          *map(str, objects.glob("src_*.o")), str(objects / "runtime.o")])
     (out / "dev").mkdir(exist_ok=True)
-    for program, links in DEV_LINKS.items():
+    for program, links in dev_links().items():
         run(["g++", "-o", str(out / "dev" / program), str(objects / f"dev_{program}.o"),
              *(str(objects / f"{k}.o") for k in links), str(objects / "runtime.o")])
     print(f"emulated polyvit._cuda in {package}, dev programs in {out / 'dev'}")

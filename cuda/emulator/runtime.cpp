@@ -177,7 +177,7 @@ cudaError_t cudaRuntimeGetVersion(int* v) { *v = CUDART_VERSION; return cudaSucc
 cudaError_t cudaDriverGetVersion(int* v) { *v = CUDART_VERSION; return cudaSuccess; }
 
 // EMU_SMS sets the multiprocessor count the launchers size their grids by (default 132, an
-// H100): 1 makes every matmul take its large tiles.
+// H100): 1 makes every linear take its large tiles.
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   std::memset(p, 0, sizeof *p);
   std::strcpy(p->name, "CPU emulation");

@@ -1,7 +1,8 @@
 // Fused attention for short sequences (T up to a few hundred). A block takes one (image, head)
-// and a chunk of its queries: it stages that head's K and V in shared memory as fp32, then each
-// warp takes one query at a time, computing all T scores (a key per lane), the softmax with warp
-// reductions, and the weighted sum of V (a head-dim column per lane).
+// and a chunk of its queries (all T, or in the last block the class token's alone): it stages
+// that head's K and V in shared memory as fp32, then each warp takes one query at a time,
+// computing all T scores (a key per lane), the softmax with warp reductions, and the weighted
+// sum of V (a head-dim column per lane).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -28,10 +29,18 @@ size_t attention_smem_bytes(int T, int hd) {
 
 // ---- kernel --------------------------------------------------------------------------------------
 
+// Where one image's rows are, in elements: token t of image b has its q at
+// q + b * q_image + t * q_row, its k and v at k/v + b * kv_image + t * kv_row.
+struct AttentionLayout {
+  long long q_image, kv_image;
+  int q_row, kv_row;
+};
+
+// Queries 0 .. Q-1 of each image against all T keys; out (B, Q, D).
 template <class T>
 __global__ void __launch_bounds__(kAttentionWarps * 32)
-attention_kernel(const T* qkv, T* out, int tokens, int D, int hd, int queries_per_block,
-                 float sqrt_hd) {
+attention_kernel(const T* q_all, const T* k_all, const T* v_all, T* out, int tokens, int queries,
+                 int D, int hd, AttentionLayout layout, int queries_per_block, float sqrt_hd) {
   extern __shared__ float smem[];
   const int stride = key_stride(hd);
   float* ks = smem;                          // (T, stride)
@@ -40,12 +49,13 @@ attention_kernel(const T* qkv, T* out, int tokens, int D, int hd, int queries_pe
   float* ps = qs + kAttentionWarps * hd;     // (warps, T)
 
   const int head = blockIdx.y, image = blockIdx.z;
-  const size_t row = 3 * static_cast<size_t>(D);                        // qkv row length
-  const T* base = qkv + static_cast<size_t>(image) * tokens * row + head * hd;  // q of token 0
+  const T* q_base = q_all + image * layout.q_image + head * hd;    // q of token 0, this head
+  const T* k_base = k_all + image * layout.kv_image + head * hd;
+  const T* v_base = v_all + image * layout.kv_image + head * hd;
   for (int e = threadIdx.x; e < tokens * hd; e += blockDim.x) {
     const int t = e / hd, d = e % hd;
-    ks[t * stride + d] = to_float(base[t * row + D + d]);
-    vs[t * hd + d] = to_float(base[t * row + 2 * D + d]);
+    ks[t * stride + d] = to_float(k_base[static_cast<size_t>(t) * layout.kv_row + d]);
+    vs[t * hd + d] = to_float(v_base[static_cast<size_t>(t) * layout.kv_row + d]);
   }
   __syncthreads();
 
@@ -53,9 +63,9 @@ attention_kernel(const T* qkv, T* out, int tokens, int D, int hd, int queries_pe
   float* q = qs + warp * hd;     // (hd,)
   float* p = ps + warp * tokens;  // (T,)
   const int first = blockIdx.x * queries_per_block;
-  const int last = min(tokens, first + queries_per_block);
+  const int last = min(queries, first + queries_per_block);
   for (int i = first + warp; i < last; i += kAttentionWarps) {
-    for (int d = lane; d < hd; d += 32) q[d] = to_float(base[i * row + d]);
+    for (int d = lane; d < hd; d += 32) q[d] = to_float(q_base[static_cast<size_t>(i) * layout.q_row + d]);
     __syncwarp();
 
     float top = -INFINITY;
@@ -77,7 +87,7 @@ attention_kernel(const T* qkv, T* out, int tokens, int D, int hd, int queries_pe
     sum = warp_sum(sum);
     __syncwarp();  // every lane's probabilities are written before any lane reads them all
 
-    T* o = out + (static_cast<size_t>(image) * tokens + i) * D + head * hd;  // (hd,)
+    T* o = out + (static_cast<size_t>(image) * queries + i) * D + head * hd;  // (hd,)
     for (int d = lane; d < hd; d += 32) {
       float acc = 0.0f;
       for (int j = 0; j < tokens; ++j) acc = fmaf(p[j], vs[j * hd + d], acc);
@@ -113,10 +123,11 @@ void attention_prepare(int tokens, int hd) {
 }
 
 template <class T>
-void attention(const T* qkv, T* out, int B, int tokens, int D, int heads, cudaStream_t stream) {
+static void launch(const T* q, const T* k, const T* v, T* out, int B, int tokens, int queries,
+                   int D, int heads, AttentionLayout layout, cudaStream_t stream) {
   require(B > 0 && tokens > 0 && D > 0 && heads > 0, "attention: B, T, D and heads must be positive");
   require(D % heads == 0, "attention: D must be divisible by the number of heads");
-  require(qkv && out, "attention: null input or output");
+  require(q && k && v && out, "attention: null input or output");
   require(B <= 65535 && heads <= 65535, "attention: B and heads must be at most 65535");
   const int hd = D / heads;
   attention_prepare<T>(tokens, hd);
@@ -125,11 +136,29 @@ void attention(const T* qkv, T* out, int B, int tokens, int D, int heads, cudaSt
   // block's K/V staging is amortised over more queries.
   const long long heads_total = static_cast<long long>(B) * heads;
   const int queries_per_block = heads_total >= 4LL * current_sm_count() ? 64 : 16;
-  const dim3 grid(ceil_div(tokens, queries_per_block), heads, B);
+  const dim3 grid(ceil_div(queries, queries_per_block), heads, B);
   const float sqrt_hd = static_cast<float>(std::sqrt(static_cast<double>(hd)));
-  attention_kernel<T><<<grid, kAttentionWarps * 32, smem, stream>>>(qkv, out, tokens, D, hd,
-                                                                    queries_per_block, sqrt_hd);
+  attention_kernel<T><<<grid, kAttentionWarps * 32, smem, stream>>>(
+      q, k, v, out, tokens, queries, D, hd, layout, queries_per_block, sqrt_hd);
   CUDA_CHECK_LAUNCH("attention_kernel");
+}
+
+template <class T>
+void attention(const T* qkv, T* out, int B, int tokens, int D, int heads, cudaStream_t stream) {
+  require(qkv, "attention: null input");
+  const long long row = 3LL * D;  // q | k | v
+  const AttentionLayout layout{tokens * row, tokens * row, static_cast<int>(row), static_cast<int>(row)};
+  launch<T>(qkv, qkv + D, qkv + 2 * static_cast<size_t>(D), out, B, tokens, tokens, D, heads, layout,
+            stream);
+}
+
+template <class T>
+void attention_class_query(const T* q, const T* kv, T* out, int B, int tokens, int D, int heads,
+                           cudaStream_t stream) {
+  require(kv, "attention_class_query: null input");
+  const long long row = 2LL * D;  // k | v
+  const AttentionLayout layout{D, tokens * row, D, static_cast<int>(row)};
+  launch<T>(q, kv, kv + D, out, B, tokens, 1, D, heads, layout, stream);
 }
 
 template void attention_prepare<float>(int, int);
@@ -138,5 +167,11 @@ template void attention_prepare<fp16>(int, int);
 template void attention<float>(const float*, float*, int, int, int, int, cudaStream_t);
 template void attention<bf16>(const bf16*, bf16*, int, int, int, int, cudaStream_t);
 template void attention<fp16>(const fp16*, fp16*, int, int, int, int, cudaStream_t);
+template void attention_class_query<float>(const float*, const float*, float*, int, int, int, int,
+                                           cudaStream_t);
+template void attention_class_query<bf16>(const bf16*, const bf16*, bf16*, int, int, int, int,
+                                          cudaStream_t);
+template void attention_class_query<fp16>(const fp16*, const fp16*, fp16*, int, int, int, int,
+                                          cudaStream_t);
 
 }  // namespace polyvit_cuda

@@ -24,4 +24,10 @@ void attention_prepare(int tokens, int hd);
 template <class T>
 void attention(const T* qkv, T* out, int B, int tokens, int D, int heads, cudaStream_t stream);
 
+// The class token's query alone, as the last block needs: q (B, D) the class tokens' queries,
+// kv (B, T, 2D) every token's k | v -> out (B, D). The same kernel and arithmetic as attention.
+template <class T>
+void attention_class_query(const T* q, const T* kv, T* out, int B, int tokens, int D, int heads,
+                           cudaStream_t stream);
+
 }  // namespace polyvit_cuda

@@ -1,4 +1,4 @@
-// y (M, N) = gelu(x (M, N) + bias (N,)), standalone: the unfused baseline of the matmul epilogue.
+// y (M, N) = gelu(x (M, N) + bias (N,)), standalone: the unfused baseline of the linear epilogue.
 #pragma once
 
 #include <cuda_runtime_api.h>

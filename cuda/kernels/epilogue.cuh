@@ -1,4 +1,4 @@
-// The element-wise tail of a matmul, shared by the matmul kernels and the standalone bias-GELU:
+// The element-wise tail of a linear, shared by the linear kernels and the standalone bias-GELU:
 // one definition of each GELU, so the fused and unfused paths compute the same function.
 #pragma once
 

@@ -9,7 +9,7 @@ namespace polyvit_cuda {
 using bf16 = __nv_bfloat16;
 using fp16 = __half;
 
-// What a matmul does after out = a @ w^T + bias: nothing, a GELU, or adding a residual
+// What a linear does after out = a @ w^T + bias: nothing, a GELU, or adding a residual
 // (residual may alias out: each element is read and then written by the same thread).
 enum class Epilogue { kNone, kGeluErf, kGeluTanh, kResidual };
 

@@ -67,11 +67,11 @@ static HostWeights weights_from(const py::dict& weights) {
 class Model {
  public:
   Model(const py::dict& config, const py::dict& weights, const std::string& precision, int device,
-        bool cuda_graph)
+        bool cuda_graph, int batch_sizes_kept)
       : shape_(shape_from(config)), precision_(precision) {
     const HostWeights host = weights_from(weights);
     py::gil_scoped_release nogil;
-    engine_ = make_engine(shape_, host, precision, device, cuda_graph);
+    engine_ = make_engine(shape_, host, precision, device, cuda_graph, batch_sizes_kept);
     ready_ = std::make_unique<Event>();
   }
 
@@ -217,11 +217,13 @@ PYBIND11_MODULE(_cuda, m) {
   bind_device_array(m);
   bind_ops(m);
   py::class_<Model>(m, "Model")
-      .def(py::init<const py::dict&, const py::dict&, const std::string&, int, bool>(),
-           py::arg("config"), py::arg("weights"), py::arg("precision") = "fp32",
-           py::arg("device") = 0, py::arg("cuda_graph") = true)
+      .def(py::init<const py::dict&, const py::dict&, const std::string&, int, bool, int>(),
+           py::arg("config"), py::arg("weights"), py::arg("precision"), py::arg("device"),
+           py::arg("cuda_graph"), py::arg("batch_sizes_kept"),
+           "config: polyvit.backends._native.config_fields(cfg); weights: the shared format's "
+           "names -> float32 arrays. batch_sizes_kept: plans kept, least recently used dropped")
       .def("run", &Model::run, py::arg("images"), py::arg("output") = "numpy")
-      .def("cached_batch_sizes", &Model::cached_batch_sizes)
+      .def("cached_batch_sizes", &Model::cached_batch_sizes, "least recently used first")
       .def("clear_cache", &Model::clear_cache)
       .def_property_readonly("device", &Model::device)
       .def_property_readonly("precision", &Model::precision);

@@ -17,8 +17,9 @@
 #include "cast.cuh"
 #include "device.h"
 #include "layernorm.cuh"
-#include "matmul_fp32.cuh"
-#include "matmul_tc.cuh"
+#include "linear_fp32.cuh"
+#include "linear_tc.cuh"
+#include "patch_embed.cuh"
 
 namespace polyvit_cuda {
 
@@ -71,8 +72,8 @@ static void check_precision(const std::string& precision) {
 
 namespace {
 
-struct Device0 {
-  Device0() { use_device(0); }  // "no CUDA device: ..." before anything allocates
+struct Device {
+  explicit Device(int index) { use_device(index); }  // "no CUDA device: ..." before any allocation
 };
 
 // Raw views of numpy arrays, taken while the GIL is held: the device work runs without it.
@@ -88,9 +89,10 @@ In view(const py::array& a) { return {static_cast<const float*>(a.data()), stati
 In view(const std::optional<py::array>& a) { return a ? view(*a) : In{}; }
 Out view(py::array_t<float>& a) { return {a.mutable_data(), static_cast<size_t>(a.size())}; }
 
-// One op call: device 0, its own stream, synchronised before results are read.
+// One op call: its device, its own stream, synchronised before results are read.
 struct Call {
-  Device0 device;
+  explicit Call(int index) : device(index) {}
+  Device device;  // first: the stream is created on it
   Stream stream;
 
   DeviceBuffer upload(In a) {
@@ -140,7 +142,7 @@ void by_precision(const std::string& precision, F&& fn) {
 
 static py::array_t<float> linear(py::handle x_obj, py::handle w_obj, py::handle b_obj,
                                  const std::string& epilogue_name, py::handle r_obj,
-                                 const std::string& precision) {
+                                 const std::string& precision, int device) {
   const py::array x = host_float32(x_obj, "x"), w = host_float32(w_obj, "weight");
   if (x.ndim() != 2 || w.ndim() != 2) throw py::value_error("linear: x must be (M, K) and weight (N, K)");
   const int M = positive_int(x.shape(0), "M"), K = positive_int(x.shape(1), "K");
@@ -164,7 +166,7 @@ static py::array_t<float> linear(py::handle x_obj, py::handle w_obj, py::handle 
   const In vx = view(x), vw = view(w), vb = view(b), vr = view(r);
   const Out vo = view(out);
   py::gil_scoped_release nogil;
-  Call call;
+  Call call(device);
   const DeviceBuffer db = vb.data ? call.upload(vb) : DeviceBuffer();
   const DeviceBuffer dr = vr.data ? call.upload(vr) : DeviceBuffer();
   DeviceBuffer dy(static_cast<size_t>(M) * N * sizeof(float));
@@ -172,10 +174,10 @@ static py::array_t<float> linear(py::handle x_obj, py::handle w_obj, py::handle 
     using T = decltype(tag);
     const DeviceBuffer dx = call.upload_as<T>(vx), dw = call.upload_as<T>(vw);
     if constexpr (std::is_same_v<T, float>)
-      matmul_fp32(dx.as<float>(), dw.as<float>(), db.as<float>(), dr.as<float>(), dy.as<float>(), M,
+      linear_fp32(dx.as<float>(), dw.as<float>(), db.as<float>(), dr.as<float>(), dy.as<float>(), M,
                   N, K, epilogue, call.stream.get());
     else
-      matmul_tc<T, float>(dx.as<T>(), dw.as<T>(), db.as<float>(), dr.as<float>(), dy.as<float>(), M,
+      linear_tc<T, float>(dx.as<T>(), dw.as<T>(), db.as<float>(), dr.as<float>(), dy.as<float>(), M,
                           N, K, epilogue, call.stream.get());
     call.download<float>(dy, vo);
   });
@@ -183,7 +185,7 @@ static py::array_t<float> linear(py::handle x_obj, py::handle w_obj, py::handle 
 }
 
 static py::array_t<float> layernorm_op(py::handle x_obj, py::handle w_obj, py::handle b_obj,
-                                       double eps, const std::string& precision) {
+                                       double eps, const std::string& precision, int device) {
   const py::array x = host_float32(x_obj, "x"), w = host_float32(w_obj, "weight"),
                   b = host_float32(b_obj, "bias");
   if (x.ndim() != 2) throw py::value_error("layernorm: x must be (M, C)");
@@ -196,7 +198,7 @@ static py::array_t<float> layernorm_op(py::handle x_obj, py::handle w_obj, py::h
   const In vx = view(x), vw = view(w), vb = view(b);
   const Out vo = view(out);
   py::gil_scoped_release nogil;
-  Call call;
+  Call call(device);
   const DeviceBuffer dx = call.upload(vx), dw = call.upload(vw), db = call.upload(vb);
   by_precision(precision, [&](auto tag) {
     using T = decltype(tag);
@@ -208,7 +210,9 @@ static py::array_t<float> layernorm_op(py::handle x_obj, py::handle w_obj, py::h
   return out;
 }
 
-static py::array_t<float> attention_op(py::handle qkv_obj, int heads, const std::string& precision) {
+// queries: None (every token's) or 1 (the class token's alone: the last block's kernel path).
+static py::array_t<float> attention_op(py::handle qkv_obj, int heads, const std::string& precision,
+                                       py::handle queries_obj, int device) {
   const py::array qkv = host_float32(qkv_obj, "qkv");
   if (qkv.ndim() != 3 || qkv.shape(2) % 3 != 0)
     throw py::value_error("attention: qkv must be (B, T, 3D)");
@@ -219,22 +223,90 @@ static py::array_t<float> attention_op(py::handle qkv_obj, int heads, const std:
                           std::to_string(heads) + " heads");
   if (B > 65535) throw py::value_error("attention: B must be at most 65535");
   check_precision(precision);
-  py::array_t<float> out({B, tokens, D});
+  const bool class_query = !queries_obj.is_none();
+  if (class_query && queries_obj.cast<long long>() != 1)
+    throw py::value_error("attention: queries must be None (all T) or 1 (the class token's)");
+  const int Q = class_query ? 1 : tokens;
+  py::array_t<float> out({B, Q, D});
   const In vq = view(qkv);
   const Out vo = view(out);
   py::gil_scoped_release nogil;
-  Call call;
+  // The class query's layout, as the last block has it: q (B, D) of token 0, k | v (B, T, 2D).
+  std::vector<float> q_cls, kv;
+  if (class_query) {
+    for (size_t b = 0; b < static_cast<size_t>(B); ++b) {
+      const float* image = vq.data + b * tokens * 3 * D;
+      q_cls.insert(q_cls.end(), image, image + D);
+      for (size_t t = 0; t < static_cast<size_t>(tokens); ++t)
+        kv.insert(kv.end(), image + t * 3 * D + D, image + (t + 1) * 3 * D);
+    }
+  }
+  Call call(device);
   by_precision(precision, [&](auto tag) {
     using T = decltype(tag);
-    const DeviceBuffer dq = call.upload_as<T>(vq);
-    DeviceBuffer dy(static_cast<size_t>(B) * tokens * D * sizeof(T));
-    attention<T>(dq.as<T>(), dy.as<T>(), B, tokens, D, heads, call.stream.get());
+    DeviceBuffer dy(static_cast<size_t>(B) * Q * D * sizeof(T));
+    if (class_query) {
+      const DeviceBuffer dq = call.upload_as<T>({q_cls.data(), q_cls.size()});
+      const DeviceBuffer dkv = call.upload_as<T>({kv.data(), kv.size()});
+      attention_class_query<T>(dq.as<T>(), dkv.as<T>(), dy.as<T>(), B, tokens, D, heads, call.stream.get());
+    } else {
+      const DeviceBuffer dq = call.upload_as<T>(vq);
+      attention<T>(dq.as<T>(), dy.as<T>(), B, tokens, D, heads, call.stream.get());
+    }
     call.download<T>(dy, vo);
   });
   return out;
 }
 
-static py::array_t<float> bias_gelu_op(py::handle x_obj, py::handle b_obj, const std::string& form) {
+// images (B, C, H, W), weight (D, C, P, P), bias (D,) or None -> (B, N, D): the gather, then the
+// linear with the weight as (D, C * P * P), in the precision's linear (fp32 output).
+static py::array_t<float> patch_embed_op(py::handle images_obj, py::handle w_obj, py::handle b_obj,
+                                         const std::string& precision, int device) {
+  const py::array images = host_float32(images_obj, "images"), w = host_float32(w_obj, "weight");
+  if (images.ndim() != 4 || w.ndim() != 4)
+    throw py::value_error("patch_embed: images must be (B, C, H, W) and weight (D, C, P, P)");
+  const int B = positive_int(images.shape(0), "B"), C = positive_int(images.shape(1), "C");
+  const int H = positive_int(images.shape(2), "H"), W = positive_int(images.shape(3), "W");
+  const int D = positive_int(w.shape(0), "D"), P = positive_int(w.shape(2), "P");
+  require_shape(w, "weight", {D, C, P, P});
+  if (H % P != 0 || W % P != 0)
+    throw py::value_error("patch_embed: " + std::to_string(P) + "x" + std::to_string(P) +
+                          " patches do not tile " + std::to_string(H) + "x" + std::to_string(W) + " images");
+  check_precision(precision);
+  std::optional<py::array> b;
+  if (!b_obj.is_none()) {
+    b = host_float32(b_obj, "bias");
+    require_shape(*b, "bias", {D});
+  }
+  const int N = (H / P) * (W / P), PD = C * P * P;
+  if (static_cast<long long>(B) * N > (1LL << 31) - 1)
+    throw py::value_error("patch_embed: B * N must be below 2^31");
+  py::array_t<float> out({B, N, D});
+  const In vi = view(images), vw = view(w), vb = view(b);
+  const Out vo = view(out);
+  py::gil_scoped_release nogil;
+  Call call(device);
+  const DeviceBuffer di = call.upload(vi);
+  const DeviceBuffer db = vb.data ? call.upload(vb) : DeviceBuffer();
+  DeviceBuffer dy(static_cast<size_t>(B) * N * D * sizeof(float));
+  by_precision(precision, [&](auto tag) {
+    using T = decltype(tag);
+    const DeviceBuffer dw = call.upload_as<T>(vw);
+    DeviceBuffer patches(static_cast<size_t>(B) * N * PD * sizeof(T));  // (B * N, PD)
+    patch_embed_gather<T>(di.as<float>(), patches.as<T>(), B, C, H, W, P, call.stream.get());
+    if constexpr (std::is_same_v<T, float>)
+      linear_fp32(patches.as<float>(), dw.as<float>(), db.as<float>(), nullptr, dy.as<float>(), B * N, D,
+                  PD, Epilogue::kNone, call.stream.get());
+    else
+      linear_tc<T, float>(patches.as<T>(), dw.as<T>(), db.as<float>(), nullptr, dy.as<float>(), B * N, D,
+                          PD, Epilogue::kNone, call.stream.get());
+    call.download<float>(dy, vo);
+  });
+  return out;
+}
+
+static py::array_t<float> bias_gelu_op(py::handle x_obj, py::handle b_obj, const std::string& form,
+                                       int device) {
   const py::array x = host_float32(x_obj, "x");
   if (x.ndim() != 2) throw py::value_error("bias_gelu: x must be (M, N)");
   const int M = positive_int(x.shape(0), "M"), N = positive_int(x.shape(1), "N");
@@ -248,7 +320,7 @@ static py::array_t<float> bias_gelu_op(py::handle x_obj, py::handle b_obj, const
   const In vx = view(x), vb = view(b);
   const Out vo = view(out);
   py::gil_scoped_release nogil;
-  Call call;
+  Call call(device);
   const DeviceBuffer dx = call.upload(vx), db = vb.data ? call.upload(vb) : DeviceBuffer();
   DeviceBuffer dy(static_cast<size_t>(M) * N * sizeof(float));
   bias_gelu(dx.as<float>(), db.as<float>(), dy.as<float>(), M, N,
@@ -263,7 +335,7 @@ static py::array_t<float> bias_gelu_op(py::handle x_obj, py::handle b_obj, const
 // on inputs drawn from N(0, 1) once and kept on the device.
 static std::vector<double> benchmark_op(const std::string& op, const std::vector<long long>& dims,
                                         const std::string& precision, const std::string& epilogue_name,
-                                        int warmup, int reps) {
+                                        int warmup, int reps, int device) {
   check_precision(precision);
   const Epilogue epilogue = parse_epilogue(epilogue_name);
   if (reps <= 0 || warmup < 0) throw py::value_error("benchmark_op: reps must be positive, warmup >= 0");
@@ -281,7 +353,7 @@ static std::vector<double> benchmark_op(const std::string& op, const std::vector
   std::function<void(cudaStream_t)> launch;
   std::vector<DeviceBuffer> keep;
   py::gil_scoped_release nogil;
-  Call call;
+  Call call(device);
   std::mt19937 rng(0);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   auto random = [&](size_t n, auto tag) -> const void* {  // n values rounded to the tag's type
@@ -316,13 +388,13 @@ static std::vector<double> benchmark_op(const std::string& op, const std::vector
       if (epilogue == Epilogue::kResidual || std::is_same_v<T, float>) {
         auto out = static_cast<float*>(output(size_t(M) * N * sizeof(float)));
         launch = [=](cudaStream_t s) {
-          if constexpr (std::is_same_v<T, float>) matmul_fp32(a, w, bias, residual, out, M, N, K, epilogue, s);
-          else matmul_tc<T, float>(a, w, bias, residual, out, M, N, K, epilogue, s);
+          if constexpr (std::is_same_v<T, float>) linear_fp32(a, w, bias, residual, out, M, N, K, epilogue, s);
+          else linear_tc<T, float>(a, w, bias, residual, out, M, N, K, epilogue, s);
         };
       } else {
         if constexpr (!std::is_same_v<T, float>) {
           auto out = static_cast<T*>(output(size_t(M) * N * sizeof(T)));
-          launch = [=](cudaStream_t s) { matmul_tc<T, T>(a, w, bias, nullptr, out, M, N, K, epilogue, s); };
+          launch = [=](cudaStream_t s) { linear_tc<T, T>(a, w, bias, nullptr, out, M, N, K, epilogue, s); };
         }
       }
     } else if (op == "layernorm") {  // dims: rows, C
@@ -377,16 +449,24 @@ static std::vector<double> benchmark_op(const std::string& op, const std::vector
 void bind_ops(py::module_& m) {
   m.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("epilogue") = "none", py::arg("residual") = py::none(), py::arg("precision") = "fp32",
+        py::arg("device") = 0,
         "x (M, K) @ weight (N, K)^T + bias (N,), then the epilogue; fp32 on CUDA cores, bf16/fp16 "
         "on tensor cores (inputs rounded on the device, fp32 output)");
   m.def("layernorm", &layernorm_op, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
-        py::arg("precision") = "fp32", "LayerNorm over the rows of x (M, C); output rounded to precision");
+        py::arg("precision") = "fp32", py::arg("device") = 0, "LayerNorm over the rows of x (M, C); output rounded to precision");
   m.def("attention", &attention_op, py::arg("qkv"), py::arg("num_heads"), py::arg("precision") = "fp32",
-        "softmax(q k^T / sqrt(hd)) v of qkv (B, T, 3D) -> (B, T, D); inputs and output rounded to precision");
+        py::arg("queries") = py::none(), py::arg("device") = 0,
+        "softmax(q k^T / sqrt(hd)) v of qkv (B, T, 3D) -> (B, Q, D); queries None: every token's "
+        "(Q = T), 1: the class token's (the last block's path); inputs and output rounded to precision");
+  m.def("patch_embed", &patch_embed_op, py::arg("images"), py::arg("weight"), py::arg("bias"),
+        py::arg("precision") = "fp32", py::arg("device") = 0,
+        "images (B, C, H, W), weight (D, C, P, P), bias (D,) or None -> (B, H/P * W/P, D): the "
+        "patches in (c, ph, pw) order through the precision's linear (fp32 output)");
   m.def("bias_gelu", &bias_gelu_op, py::arg("x"), py::arg("bias"), py::arg("form") = "erf",
+        py::arg("device") = 0,
         "gelu(x (M, N) + bias (N,)), the standalone kernel");
   m.def("benchmark_op", &benchmark_op, py::arg("op"), py::arg("dims"), py::arg("precision") = "fp32",
-        py::arg("epilogue") = "none", py::arg("warmup") = 10, py::arg("reps") = 50,
+        py::arg("epilogue") = "none", py::arg("warmup") = 10, py::arg("reps") = 50, py::arg("device") = 0,
         "Milliseconds per launch of one kernel on device-resident random inputs. dims: linear "
         "(M, K, N), layernorm (rows, C), attention (B, T, D, heads), bias_gelu (M, N)");
 }

@@ -1,21 +1,23 @@
 // The ViT forward pass (pre-norm blocks, class-token pooling) as a sequence of kernel launches,
 // following polyvit/reference.py op for op. The residual stream x stays fp32 in every precision;
-// in bf16/fp16 the matmul inputs (normed activations, qkv, attention output, MLP hidden) and
+// in bf16/fp16 the linear inputs (normed activations, qkv, attention output, MLP hidden) and
 // the weights are 16-bit, and every bias, norm and softmax is computed in fp32.
 #include "vit.h"
 
 #include <algorithm>
+#include <set>
 #include <type_traits>
 #include <utility>
 
 #include "attention.cuh"
 #include "cast.cuh"
+#include "class_tokens.cuh"
 #include "device.h"
 #include "embed_tokens.cuh"
 #include "layernorm.cuh"
-#include "matmul_fp32.cuh"
-#include "matmul_tc.cuh"
-#include "patchify.cuh"
+#include "linear_fp32.cuh"
+#include "linear_tc.cuh"
+#include "patch_embed.cuh"
 
 namespace polyvit_cuda {
 
@@ -34,82 +36,40 @@ void ViTShape::validate() const {
           "config: one image's tensors must have fewer than 2^31 elements");
 }
 
-// Every tensor a shape needs, in polyvit.weights.expected_shapes order, with its shape.
-static std::vector<std::pair<std::string, std::vector<long long>>> expected_weights(const ViTShape& s) {
-  const long long d = s.embed_dim, m = s.mlp_dim, p = s.patch_size, c = s.in_chans;
-  std::vector<std::pair<std::string, std::vector<long long>>> w;
-  if (s.patch_norm_pre) {
-    w.push_back({"patch_embed.norm_pre.weight", {s.patch_dim()}});
-    w.push_back({"patch_embed.norm_pre.bias", {s.patch_dim()}});
-  }
-  w.push_back({"patch_embed.proj.weight", {d, c, p, p}});
-  w.push_back({"patch_embed.proj.bias", {d}});
-  if (s.patch_norm_post) {
-    w.push_back({"patch_embed.norm.weight", {d}});
-    w.push_back({"patch_embed.norm.bias", {d}});
-  }
-  w.push_back({"cls_token", {1, 1, d}});
-  w.push_back({"pos_embed", {1, s.tokens(), d}});
-  for (int i = 0; i < s.depth; ++i) {
-    const std::string b = "blocks." + std::to_string(i) + ".";
-    w.push_back({b + "norm1.weight", {d}});
-    w.push_back({b + "norm1.bias", {d}});
-    w.push_back({b + "attn.qkv.weight", {3 * d, d}});
-    if (s.qkv_bias) w.push_back({b + "attn.qkv.bias", {3 * d}});
-    w.push_back({b + "attn.proj.weight", {d, d}});
-    w.push_back({b + "attn.proj.bias", {d}});
-    w.push_back({b + "norm2.weight", {d}});
-    w.push_back({b + "norm2.bias", {d}});
-    w.push_back({b + "mlp.fc1.weight", {m, d}});
-    w.push_back({b + "mlp.fc1.bias", {m}});
-    w.push_back({b + "mlp.fc2.weight", {d, m}});
-    w.push_back({b + "mlp.fc2.bias", {d}});
-  }
-  w.push_back({"norm.weight", {d}});
-  w.push_back({"norm.bias", {d}});
-  w.push_back({"head.weight", {s.num_classes, d}});
-  w.push_back({"head.bias", {s.num_classes}});
-  return w;
-}
-
 static std::string shape_text(const std::vector<long long>& shape) {
   std::string text = "(";
   for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
   return text + (shape.size() == 1 ? ",)" : ")");
 }
 
-// Throws std::invalid_argument naming the first missing, unexpected or misshapen tensor.
-static void validate_weights(const ViTShape& s, const HostWeights& weights) {
-  const auto expected = expected_weights(s);
-  for (const auto& [name, shape] : expected) {
-    const auto it = weights.find(name);
-    require(it != weights.end(), "weights: missing tensor " + name);
+// The host tensors by name. take() looks one up where it is bound and checks its shape there;
+// finish() refuses whatever nothing took. std::invalid_argument names the tensor and the shapes.
+class WeightTable {
+ public:
+  explicit WeightTable(const HostWeights& weights) : weights_(weights) {}
+
+  const HostTensor& take(const std::string& name, const std::vector<long long>& shape) {
+    const auto it = weights_.find(name);
+    require(it != weights_.end(), "weights: missing tensor " + name + " of shape " + shape_text(shape));
     require(it->second.shape == shape, "weights: tensor " + name + " has shape " +
                                            shape_text(it->second.shape) + ", expected " + shape_text(shape));
     require(it->second.data != nullptr, "weights: tensor " + name + " has no data");
+    taken_.insert(name);
+    return it->second;
   }
-  for (const auto& [name, tensor] : weights) {
-    const bool known = std::any_of(expected.begin(), expected.end(),
-                                   [&](const auto& e) { return e.first == name; });
-    require(known, "weights: unexpected tensor " + name + " for this config");
+
+  void finish() const {
+    for (const auto& [name, tensor] : weights_)
+      require(taken_.count(name) == 1, "weights: unexpected tensor " + name + " " +
+                                           shape_text(tensor.shape) + " for this config");
   }
-}
 
-// ---- the engine --------------------------------------------------------------------------------------
+ private:
+  const HostWeights& weights_;
+  std::set<std::string> taken_;
+};
 
-// out = epilogue(a @ w^T + bias): fp32 on CUDA cores, 16-bit types on tensor cores.
-template <class Act, class TOut>
-static void matmul(const Act* a, const Act* w, const float* bias, const float* residual, TOut* out,
-                   int M, int N, int K, Epilogue epilogue, cudaStream_t stream) {
-  if constexpr (std::is_same_v<Act, float>) {
-    static_assert(std::is_same_v<TOut, float>, "the fp32 path writes fp32");
-    matmul_fp32(a, w, bias, residual, out, M, N, K, epilogue, stream);
-  } else {
-    matmul_tc<Act, TOut>(a, w, bias, residual, out, M, N, K, epilogue, stream);
-  }
-}
-
-// One block's weights: matmul weights in the engine's element type Act, the rest float.
+// One block's weights: linear weights in the engine's element type Act, the rest float.
 struct Block {
   DeviceBuffer norm1_w, norm1_b;  // (D,) float
   DeviceBuffer qkv_w, qkv_b;      // (3D, D) Act, (3D,) float or none
@@ -118,6 +78,83 @@ struct Block {
   DeviceBuffer fc1_w, fc1_b;      // (M, D) Act, (M,) float
   DeviceBuffer fc2_w, fc2_b;      // (D, M) Act, (D,) float
 };
+
+// Every weight of the model on the device.
+struct Weights {
+  DeviceBuffer norm_pre_w, norm_pre_b;    // (PD,) float
+  DeviceBuffer patch_w, patch_b;          // (D, PD) Act, (D,) float
+  DeviceBuffer norm_post_w, norm_post_b;  // (D,) float
+  DeviceBuffer cls_token, pos_embed;      // (D,), (T, D) float
+  std::vector<Block> blocks;
+  DeviceBuffer norm_w, norm_b;            // (D,) float
+  DeviceBuffer head_w, head_b;            // (classes, D) Act, (classes,) float
+};
+
+enum class Kind { kFloat, kAct };  // kept fp32, or converted to the engine's element type
+
+// Calls bind(buffer, name, shape, kind) for every tensor the config needs, with the buffer of w
+// it goes to: the one place that names the tensors, used to check them and to upload them.
+template <class Bind>
+static void bind_weights(const ViTShape& s, Weights& w, Bind&& bind) {
+  const long long d = s.embed_dim, m = s.mlp_dim, p = s.patch_size, c = s.in_chans;
+  const Kind f32 = Kind::kFloat, act = Kind::kAct;
+  if (s.patch_norm_pre) {
+    bind(w.norm_pre_w, "patch_embed.norm_pre.weight", {s.patch_dim()}, f32);
+    bind(w.norm_pre_b, "patch_embed.norm_pre.bias", {s.patch_dim()}, f32);
+  }
+  bind(w.patch_w, "patch_embed.proj.weight", {d, c, p, p}, act);  // = (D, PD): im2col's column order
+  bind(w.patch_b, "patch_embed.proj.bias", {d}, f32);
+  if (s.patch_norm_post) {
+    bind(w.norm_post_w, "patch_embed.norm.weight", {d}, f32);
+    bind(w.norm_post_b, "patch_embed.norm.bias", {d}, f32);
+  }
+  bind(w.cls_token, "cls_token", {1, 1, d}, f32);
+  bind(w.pos_embed, "pos_embed", {1, s.tokens(), d}, f32);
+  w.blocks.resize(s.depth);
+  for (int i = 0; i < s.depth; ++i) {
+    const std::string name = "blocks." + std::to_string(i) + ".";
+    Block& b = w.blocks[i];
+    bind(b.norm1_w, name + "norm1.weight", {d}, f32);
+    bind(b.norm1_b, name + "norm1.bias", {d}, f32);
+    bind(b.qkv_w, name + "attn.qkv.weight", {3 * d, d}, act);
+    if (s.qkv_bias) bind(b.qkv_b, name + "attn.qkv.bias", {3 * d}, f32);
+    bind(b.proj_w, name + "attn.proj.weight", {d, d}, act);
+    bind(b.proj_b, name + "attn.proj.bias", {d}, f32);
+    bind(b.norm2_w, name + "norm2.weight", {d}, f32);
+    bind(b.norm2_b, name + "norm2.bias", {d}, f32);
+    bind(b.fc1_w, name + "mlp.fc1.weight", {m, d}, act);
+    bind(b.fc1_b, name + "mlp.fc1.bias", {m}, f32);
+    bind(b.fc2_w, name + "mlp.fc2.weight", {d, m}, act);
+    bind(b.fc2_b, name + "mlp.fc2.bias", {d}, f32);
+  }
+  bind(w.norm_w, "norm.weight", {d}, f32);
+  bind(w.norm_b, "norm.bias", {d}, f32);
+  bind(w.head_w, "head.weight", {s.num_classes, d}, act);
+  bind(w.head_b, "head.bias", {s.num_classes}, f32);
+}
+
+// The names and shapes alone, before the device is touched (no buffer is allocated).
+static void check_weights(const ViTShape& s, const HostWeights& host) {
+  WeightTable table(host);
+  Weights unused;
+  bind_weights(s, unused, [&](DeviceBuffer&, const std::string& name,
+                              const std::vector<long long>& shape, Kind) { table.take(name, shape); });
+  table.finish();
+}
+
+// ---- the engine --------------------------------------------------------------------------------------
+
+// out = epilogue(a @ w^T + bias): fp32 on CUDA cores, 16-bit types on tensor cores.
+template <class Act, class TOut>
+static void linear(const Act* a, const Act* w, const float* bias, const float* residual, TOut* out,
+                   int M, int N, int K, Epilogue epilogue, cudaStream_t stream) {
+  if constexpr (std::is_same_v<Act, float>) {
+    static_assert(std::is_same_v<TOut, float>, "the fp32 path writes fp32");
+    linear_fp32(a, w, bias, residual, out, M, N, K, epilogue, stream);
+  } else {
+    linear_tc<Act, TOut>(a, w, bias, residual, out, M, N, K, epilogue, stream);
+  }
+}
 
 // Buffers of one batch size B; N patches, T tokens, PD patch dim. Allocated once, reused by
 // every call with that B, and baked into its graph.
@@ -131,10 +168,12 @@ struct Plan {
   DeviceBuffer embedded_norm;  // (B * N, D) float (patch_norm_post only)
   DeviceBuffer x;              // (B, T, D) float: the residual stream
   DeviceBuffer h;              // (B * T, D) Act: LayerNorm output
-  DeviceBuffer qkv;            // (B * T, 3D) Act
-  DeviceBuffer att;            // (B * T, D) Act: attention output
-  DeviceBuffer hidden;         // (B * T, M) Act: GELU(fc1)
-  DeviceBuffer cls;            // (B, D) Act: final norm of the class tokens
+  DeviceBuffer qkv;            // (B * T, 3D) Act; in the last block (B * T, 2D): k | v only
+  DeviceBuffer att;            // (B * T, D) Act: attention output; (B, D) in the last block
+  DeviceBuffer hidden;         // (B * T, M) Act: GELU(fc1); (B, M) in the last block
+  DeviceBuffer x_cls;          // (B, D) float: the class tokens' residual stream, last block on
+  DeviceBuffer h_cls;          // (B, D) Act: their LayerNorm outputs
+  DeviceBuffer q_cls;          // (B, D) Act: their queries
   DeviceBuffer logits;         // (B, classes) float
   std::unique_ptr<GraphExec> graph;
 };
@@ -148,8 +187,9 @@ struct SelectDevice {
 template <class Act>
 class ViTEngine final : public Engine {
  public:
-  ViTEngine(const ViTShape& shape, const HostWeights& weights, int device, bool use_graph)
-      : selected_(device), shape_(shape), use_graph_(use_graph) {
+  ViTEngine(const ViTShape& shape, const HostWeights& weights, int device, bool use_graph,
+            int batch_sizes_kept)
+      : selected_(device), shape_(shape), use_graph_(use_graph), plans_kept_(batch_sizes_kept) {
     attention_prepare<Act>(shape_.tokens(), shape_.head_dim());  // fails early if T is too long
     upload(weights);
   }
@@ -166,12 +206,13 @@ class ViTEngine final : public Engine {
       CUDA_CHECK(cudaMemcpyAsync(plan.images.as<float>(), images, bytes, cudaMemcpyHostToDevice, s));
       images = plan.images.as<float>();
     }
-    // im2col stays outside the graph: it reads the caller's buffer, whose address changes per call.
+    // patch_embed's gather stays outside the graph: it reads the caller's buffer, whose address
+    // changes per call. Its linear is the graph's first node.
     const int C = shape_.in_chans, H = shape_.image_size, P = shape_.patch_size;
     if (shape_.patch_norm_pre)
-      patchify<float>(images, plan.patches_raw.as<float>(), batch, C, H, H, P, s);
+      patch_embed_gather<float>(images, plan.patches_raw.as<float>(), batch, C, H, H, P, s);
     else
-      patchify<Act>(images, plan.patches.as<Act>(), batch, C, H, H, P, s);
+      patch_embed_gather<Act>(images, plan.patches.as<Act>(), batch, C, H, H, P, s);
     if (plan.graph)
       plan.graph->launch(s);
     else
@@ -182,9 +223,12 @@ class ViTEngine final : public Engine {
   cudaStream_t stream() const override { return stream_.get(); }
   int device() const override { return selected_.device; }
 
-  std::vector<int> cached_batch_sizes() const override {
+  std::vector<int> cached_batch_sizes() const override {  // least recently used first
+    std::vector<const Plan*> plans;
+    for (const auto& [batch, plan] : plans_) plans.push_back(plan.get());
+    std::sort(plans.begin(), plans.end(), [](const Plan* a, const Plan* b) { return a->last_used < b->last_used; });
     std::vector<int> sizes;
-    for (const auto& [batch, plan] : plans_) sizes.push_back(batch);
+    for (const Plan* plan : plans) sizes.push_back(plan->batch);
     return sizes;
   }
 
@@ -192,7 +236,6 @@ class ViTEngine final : public Engine {
 
  private:
   static constexpr int kMaxBatch = 65535;  // the attention grid's z dimension
-  static constexpr size_t kMaxPlans = 8;   // batch sizes kept; the least recently used goes
 
   size_t image_elements(int batch) const {
     return static_cast<size_t>(batch) * shape_.in_chans * shape_.image_size * shape_.image_size;
@@ -200,67 +243,30 @@ class ViTEngine final : public Engine {
 
   // -- weights --
 
-  void upload(const HostWeights& weights) {
+  // Each tensor is looked up by name and its shape checked where it is uploaded.
+  void upload(const HostWeights& host) {
     std::vector<DeviceBuffer> staging;  // fp32 copies of Act weights, alive until the casts ran
     const cudaStream_t s = stream_.get();
-    auto f32 = [&](const std::string& name) {
-      const HostTensor& t = weights.at(name);
-      const size_t bytes = elements(t) * sizeof(float);
-      DeviceBuffer buffer(bytes);
-      CUDA_CHECK(cudaMemcpyAsync(buffer.as<float>(), t.data, bytes, cudaMemcpyHostToDevice, s));
-      return buffer;
-    };
-    auto act = [&](const std::string& name) {
-      if constexpr (std::is_same_v<Act, float>) {
-        return f32(name);
-      } else {
-        staging.push_back(f32(name));
-        const size_t n = staging.back().bytes() / sizeof(float);
-        DeviceBuffer buffer(n * sizeof(Act));
-        cast<float, Act>(staging.back().as<float>(), buffer.as<Act>(), n, s);
-        return buffer;
+    WeightTable table(host);
+    bind_weights(shape_, w_, [&](DeviceBuffer& buffer, const std::string& name,
+                                 const std::vector<long long>& shape, Kind kind) {
+      const HostTensor& t = table.take(name, shape);
+      size_t n = 1;
+      for (long long d : t.shape) n *= static_cast<size_t>(d);
+      DeviceBuffer f32(n * sizeof(float));
+      CUDA_CHECK(cudaMemcpyAsync(f32.as<float>(), t.data, n * sizeof(float), cudaMemcpyHostToDevice, s));
+      if constexpr (!std::is_same_v<Act, float>) {
+        if (kind == Kind::kAct) {
+          buffer = DeviceBuffer(n * sizeof(Act));
+          cast<float, Act>(f32.as<float>(), buffer.as<Act>(), n, s);
+          staging.push_back(std::move(f32));
+          return;
+        }
       }
-    };
-    if (shape_.patch_norm_pre) {
-      norm_pre_w_ = f32("patch_embed.norm_pre.weight");
-      norm_pre_b_ = f32("patch_embed.norm_pre.bias");
-    }
-    patch_w_ = act("patch_embed.proj.weight");  // (D, C, P, P) = (D, PD): im2col's column order
-    patch_b_ = f32("patch_embed.proj.bias");
-    if (shape_.patch_norm_post) {
-      norm_post_w_ = f32("patch_embed.norm.weight");
-      norm_post_b_ = f32("patch_embed.norm.bias");
-    }
-    cls_token_ = f32("cls_token");
-    pos_embed_ = f32("pos_embed");
-    for (int i = 0; i < shape_.depth; ++i) {
-      const std::string p = "blocks." + std::to_string(i) + ".";
-      Block b;
-      b.norm1_w = f32(p + "norm1.weight");
-      b.norm1_b = f32(p + "norm1.bias");
-      b.qkv_w = act(p + "attn.qkv.weight");
-      if (shape_.qkv_bias) b.qkv_b = f32(p + "attn.qkv.bias");
-      b.proj_w = act(p + "attn.proj.weight");
-      b.proj_b = f32(p + "attn.proj.bias");
-      b.norm2_w = f32(p + "norm2.weight");
-      b.norm2_b = f32(p + "norm2.bias");
-      b.fc1_w = act(p + "mlp.fc1.weight");
-      b.fc1_b = f32(p + "mlp.fc1.bias");
-      b.fc2_w = act(p + "mlp.fc2.weight");
-      b.fc2_b = f32(p + "mlp.fc2.bias");
-      blocks_.push_back(std::move(b));
-    }
-    norm_w_ = f32("norm.weight");
-    norm_b_ = f32("norm.bias");
-    head_w_ = act("head.weight");
-    head_b_ = f32("head.bias");
+      buffer = std::move(f32);
+    });
+    table.finish();
     CUDA_CHECK(cudaStreamSynchronize(s));  // the host arrays and the staging may go now
-  }
-
-  static size_t elements(const HostTensor& t) {
-    size_t n = 1;
-    for (long long d : t.shape) n *= static_cast<size_t>(d);
-    return n;
   }
 
   // -- plans --
@@ -271,7 +277,7 @@ class ViTEngine final : public Engine {
       found->second->last_used = ++clock_;
       return *found->second;
     }
-    if (plans_.size() >= kMaxPlans) {
+    while (!plans_.empty() && plans_.size() >= static_cast<size_t>(plans_kept_)) {
       const auto oldest = std::min_element(plans_.begin(), plans_.end(), [](const auto& a, const auto& b) {
         return a.second->last_used < b.second->last_used;
       });
@@ -301,7 +307,9 @@ class ViTEngine final : public Engine {
     p.qkv = DeviceBuffer(B * T * 3 * D * a);
     p.att = DeviceBuffer(B * T * D * a);
     p.hidden = DeviceBuffer(B * T * M * a);
-    p.cls = DeviceBuffer(B * D * a);
+    p.x_cls = DeviceBuffer(B * D * f);
+    p.h_cls = DeviceBuffer(B * D * a);
+    p.q_cls = DeviceBuffer(B * D * a);
     p.logits = DeviceBuffer(B * shape_.num_classes * f);
   }
 
@@ -329,77 +337,118 @@ class ViTEngine final : public Engine {
     CUDA_CHECK(cudaGraphDestroy(graph));
   }
 
-  // -- the forward after im2col: what the graph holds --
+  // -- the forward after patch_embed's gather: what the graph holds --
 
   void body(Plan& p) {
     const ViTShape& s = shape_;
     const cudaStream_t st = stream_.get();
-    const int B = p.batch, N = s.patches(), T = s.tokens(), D = s.embed_dim, M = s.mlp_dim;
-    const int PD = s.patch_dim(), rows = B * T;
+    const int B = p.batch, N = s.patches(), T = s.tokens(), D = s.embed_dim;
+    const int PD = s.patch_dim();
     const float eps = s.ln_eps;
     float* x = p.x.as<float>();
-    Act* h = p.h.as<Act>();
 
     if (s.patch_norm_pre)  // over each flattened patch, in (c, ph, pw) order
-      layernorm<float, Act>(p.patches_raw.as<float>(), PD, norm_pre_w_.as<float>(), norm_pre_b_.as<float>(),
+      layernorm<float, Act>(p.patches_raw.as<float>(), PD, w_.norm_pre_w.as<float>(), w_.norm_pre_b.as<float>(),
                             p.patches.as<Act>(), B * N, PD, eps, st);
-    matmul<Act, float>(p.patches.as<Act>(), patch_w_.as<Act>(), patch_b_.as<float>(), nullptr,
+    linear<Act, float>(p.patches.as<Act>(), w_.patch_w.as<Act>(), w_.patch_b.as<float>(), nullptr,
                        p.embedded.as<float>(), B * N, D, PD, Epilogue::kNone, st);
     const float* embedded = p.embedded.as<float>();
     if (s.patch_norm_post) {
-      layernorm<float, float>(embedded, D, norm_post_w_.as<float>(), norm_post_b_.as<float>(),
+      layernorm<float, float>(embedded, D, w_.norm_post_w.as<float>(), w_.norm_post_b.as<float>(),
                               p.embedded_norm.as<float>(), B * N, D, eps, st);
       embedded = p.embedded_norm.as<float>();
     }
-    embed_tokens(embedded, cls_token_.as<float>(), pos_embed_.as<float>(), x, B, T, D, st);
+    embed_tokens(embedded, w_.cls_token.as<float>(), w_.pos_embed.as<float>(), x, B, T, D, st);
 
-    for (const Block& b : blocks_) {
-      // x = x + proj(attention(qkv(norm1(x))))
-      layernorm<float, Act>(x, D, b.norm1_w.as<float>(), b.norm1_b.as<float>(), h, rows, D, eps, st);
-      matmul<Act, Act>(h, b.qkv_w.as<Act>(), b.qkv_b.as<float>(), nullptr, p.qkv.as<Act>(), rows,
-                       3 * D, D, Epilogue::kNone, st);
-      attention<Act>(p.qkv.as<Act>(), p.att.as<Act>(), B, T, D, s.num_heads, st);
-      matmul<Act, float>(p.att.as<Act>(), b.proj_w.as<Act>(), b.proj_b.as<float>(), x, x, rows, D,
-                         D, Epilogue::kResidual, st);
-      // x = x + fc2(gelu(fc1(norm2(x))))
-      layernorm<float, Act>(x, D, b.norm2_w.as<float>(), b.norm2_b.as<float>(), h, rows, D, eps, st);
-      matmul<Act, Act>(h, b.fc1_w.as<Act>(), b.fc1_b.as<float>(), nullptr, p.hidden.as<Act>(), rows,
-                       M, D, s.gelu, st);
-      matmul<Act, float>(p.hidden.as<Act>(), b.fc2_w.as<Act>(), b.fc2_b.as<float>(), x, x, rows, D,
-                         M, Epilogue::kResidual, st);
-    }
+    for (size_t i = 0; i + 1 < w_.blocks.size(); ++i) block(p, w_.blocks[i]);
+    last_block(p, w_.blocks.back());
 
-    // LayerNorm is per token, so normalising only the class tokens (row stride T * D) suffices.
-    layernorm<float, Act>(x, static_cast<long long>(T) * D, norm_w_.as<float>(), norm_b_.as<float>(),
-                          p.cls.as<Act>(), B, D, eps, st);
-    matmul<Act, float>(p.cls.as<Act>(), head_w_.as<Act>(), head_b_.as<float>(), nullptr,
-                       p.logits.as<float>(), B, s.num_classes, D, Epilogue::kNone, st);
+    Act* cls = p.h_cls.as<Act>();  // (B, D): the final norm of the class tokens
+    layernorm<float, Act>(p.x_cls.as<float>(), D, w_.norm_w.as<float>(), w_.norm_b.as<float>(), cls, B, D,
+                          eps, st);
+    linear<Act, float>(cls, w_.head_w.as<Act>(), w_.head_b.as<float>(), nullptr, p.logits.as<float>(), B,
+                       s.num_classes, D, Epilogue::kNone, st);
+  }
+
+  // Every token: x = x + proj(attention(qkv(norm1(x)))), then x = x + fc2(gelu(fc1(norm2(x)))).
+  void block(Plan& p, const Block& b) {
+    const ViTShape& s = shape_;
+    const cudaStream_t st = stream_.get();
+    const int B = p.batch, T = s.tokens(), D = s.embed_dim, M = s.mlp_dim, rows = B * T;
+    const float eps = s.ln_eps;
+    float* x = p.x.as<float>();
+    Act* h = p.h.as<Act>();
+    layernorm<float, Act>(x, D, b.norm1_w.as<float>(), b.norm1_b.as<float>(), h, rows, D, eps, st);
+    linear<Act, Act>(h, b.qkv_w.as<Act>(), b.qkv_b.as<float>(), nullptr, p.qkv.as<Act>(), rows, 3 * D,
+                     D, Epilogue::kNone, st);
+    attention<Act>(p.qkv.as<Act>(), p.att.as<Act>(), B, T, D, s.num_heads, st);
+    linear<Act, float>(p.att.as<Act>(), b.proj_w.as<Act>(), b.proj_b.as<float>(), x, x, rows, D, D,
+                       Epilogue::kResidual, st);
+    layernorm<float, Act>(x, D, b.norm2_w.as<float>(), b.norm2_b.as<float>(), h, rows, D, eps, st);
+    linear<Act, Act>(h, b.fc1_w.as<Act>(), b.fc1_b.as<float>(), nullptr, p.hidden.as<Act>(), rows, M, D,
+                     s.gelu, st);
+    linear<Act, float>(p.hidden.as<Act>(), b.fc2_w.as<Act>(), b.fc2_b.as<float>(), x, x, rows, D, M,
+                       Epilogue::kResidual, st);
+  }
+
+  // The last block for the class tokens only, as the head reads nothing else: K and V of every
+  // token, then the query, attention, proj and MLP of the B class rows (into x_cls).
+  void last_block(Plan& p, const Block& b) {
+    const ViTShape& s = shape_;
+    const cudaStream_t st = stream_.get();
+    const int B = p.batch, T = s.tokens(), D = s.embed_dim, M = s.mlp_dim, rows = B * T;
+    const float eps = s.ln_eps;
+    const float* x = p.x.as<float>();
+    float* x_cls = p.x_cls.as<float>();
+    Act* h = p.h.as<Act>();
+    Act* h_cls = p.h_cls.as<Act>();
+    Act* kv = p.qkv.as<Act>();  // (B * T, 2D)
+    const Act* qkv_w = b.qkv_w.as<Act>();
+    const float* qkv_b = b.qkv_b.as<float>();
+    const size_t DD = static_cast<size_t>(D) * D;
+    // k | v: rows D .. 3D of the qkv weight (3D, D) and its bias.
+    layernorm<float, Act>(x, D, b.norm1_w.as<float>(), b.norm1_b.as<float>(), h, rows, D, eps, st);
+    linear<Act, Act>(h, qkv_w + DD, qkv_b ? qkv_b + D : nullptr, nullptr, kv, rows, 2 * D, D,
+                     Epilogue::kNone, st);
+    // q of the class tokens: norm1 again over their rows (stride T * D: the same numbers as in h),
+    // then rows 0 .. D of the qkv weight.
+    layernorm<float, Act>(x, static_cast<long long>(T) * D, b.norm1_w.as<float>(), b.norm1_b.as<float>(),
+                          h_cls, B, D, eps, st);
+    linear<Act, Act>(h_cls, qkv_w, qkv_b, nullptr, p.q_cls.as<Act>(), B, D, D, Epilogue::kNone, st);
+    attention_class_query<Act>(p.q_cls.as<Act>(), kv, p.att.as<Act>(), B, T, D, s.num_heads, st);
+    class_tokens(x, x_cls, B, T, D, st);
+    linear<Act, float>(p.att.as<Act>(), b.proj_w.as<Act>(), b.proj_b.as<float>(), x_cls, x_cls, B, D, D,
+                       Epilogue::kResidual, st);
+    layernorm<float, Act>(x_cls, D, b.norm2_w.as<float>(), b.norm2_b.as<float>(), h_cls, B, D, eps, st);
+    linear<Act, Act>(h_cls, b.fc1_w.as<Act>(), b.fc1_b.as<float>(), nullptr, p.hidden.as<Act>(), B, M, D,
+                     s.gelu, st);
+    linear<Act, float>(p.hidden.as<Act>(), b.fc2_w.as<Act>(), b.fc2_b.as<float>(), x_cls, x_cls, B, D, M,
+                       Epilogue::kResidual, st);
   }
 
   SelectDevice selected_;  // first: every member below lives on this device
   ViTShape shape_;
   bool use_graph_;
+  int plans_kept_;         // batch sizes whose plans are kept; the least recently used goes
   Stream stream_;
-  DeviceBuffer norm_pre_w_, norm_pre_b_;    // (PD,) float
-  DeviceBuffer patch_w_, patch_b_;          // (D, PD) Act, (D,) float
-  DeviceBuffer norm_post_w_, norm_post_b_;  // (D,) float
-  DeviceBuffer cls_token_, pos_embed_;      // (D,), (T, D) float
-  std::vector<Block> blocks_;
-  DeviceBuffer norm_w_, norm_b_;            // (D,) float
-  DeviceBuffer head_w_, head_b_;            // (classes, D) Act, (classes,) float
+  Weights w_;
   std::map<int, std::unique_ptr<Plan>> plans_;
   unsigned long long clock_ = 0;
 };
 
 std::unique_ptr<Engine> make_engine(const ViTShape& shape, const HostWeights& weights,
-                                    const std::string& precision, int device, bool use_graph) {
+                                    const std::string& precision, int device, bool use_graph,
+                                    int batch_sizes_kept) {
   require(precision == "fp32" || precision == "bf16" || precision == "fp16",
           "precision must be fp32, bf16 or fp16, got " + precision);
+  require(batch_sizes_kept >= 1, "batch_sizes_kept must be at least 1");
   shape.validate();
-  validate_weights(shape, weights);
-  if (precision == "fp32") return std::make_unique<ViTEngine<float>>(shape, weights, device, use_graph);
-  if (precision == "bf16") return std::make_unique<ViTEngine<bf16>>(shape, weights, device, use_graph);
-  return std::make_unique<ViTEngine<fp16>>(shape, weights, device, use_graph);
+  check_weights(shape, weights);
+  if (precision == "fp32")
+    return std::make_unique<ViTEngine<float>>(shape, weights, device, use_graph, batch_sizes_kept);
+  if (precision == "bf16")
+    return std::make_unique<ViTEngine<bf16>>(shape, weights, device, use_graph, batch_sizes_kept);
+  return std::make_unique<ViTEngine<fp16>>(shape, weights, device, use_graph, batch_sizes_kept);
 }
 
 }  // namespace polyvit_cuda

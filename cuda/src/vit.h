@@ -47,15 +47,20 @@ class Engine {
 
   virtual cudaStream_t stream() const = 0;
   virtual int device() const = 0;
-  virtual std::vector<int> cached_batch_sizes() const = 0;
+  virtual std::vector<int> cached_batch_sizes() const = 0;  // least recently used first
   virtual void clear_cache() = 0;
 };
 
-// precision: "fp32" (CUDA-core fp32 GEMMs), "bf16" or "fp16" (tensor cores, fp32 accumulate).
+// precision: "fp32" (CUDA-core fp32 linears), "bf16" or "fp16" (tensor cores, fp32 accumulate).
+// weights: the shared format's names (polyvit.weights) -> tensors; each is looked up by name
+// where it is uploaded, and a missing, misshapen or unexpected one is an error.
 // use_graph: capture each batch size's forward once as a CUDA graph and replay it.
+// batch_sizes_kept: how many batch sizes' plans (buffers, graph) are kept, least recently used
+// dropped first (polyvit.backends._native.BATCH_SIZES_KEPT).
 // The precision, the shape and every weight (name and shape) are checked before the device is
 // touched: std::invalid_argument names the first problem.
 std::unique_ptr<Engine> make_engine(const ViTShape& shape, const HostWeights& weights,
-                                    const std::string& precision, int device, bool use_graph);
+                                    const std::string& precision, int device, bool use_graph,
+                                    int batch_sizes_kept);
 
 }  // namespace polyvit_cuda

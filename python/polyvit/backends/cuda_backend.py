@@ -1,8 +1,8 @@
 """Backend "cuda": hand-written CUDA kernels (the extension polyvit._cuda), one CUDA graph per
 batch size.
 
-fp32 runs every matmul on CUDA cores in fp32 (no TF32): the parity precision. bf16 and fp16 run
-the matmuls on tensor cores with fp32 accumulation; LayerNorm, softmax, biases and the residual
+fp32 runs every linear on CUDA cores in fp32 (no TF32): the parity precision. bf16 and fp16 run
+the linears on tensor cores with fp32 accumulation; LayerNorm, softmax, biases and the residual
 stream stay fp32. See docs/backends/cuda.md.
 """
 
@@ -14,7 +14,8 @@ import numpy as np
 
 from ..config import ViTConfig
 from ..errors import BackendError
-from .base import LINEAR_EPILOGUES, Backend, check_images
+from ._native import BATCH_SIZES_KEPT, config_fields
+from .base import Backend, Ops, check_images, device_option, flag_option
 
 BUILD_HINT = ("install polyvit where the CUDA toolkit is (nvcc on PATH, e.g. /usr/local/cuda/bin): "
               "POLYVIT_CUDA=ON pip install --no-build-isolation -e .")
@@ -28,10 +29,20 @@ def _module():
     return _cuda
 
 
+def device_index(device: str) -> int:
+    """The CUDA device index a parsed device string names: "3" and "cuda:3" -> 3, "cuda" -> 0."""
+    return int(device.rpartition(":")[2]) if device != "cuda" else 0
+
+
 class CudaBackend(Backend):
     name = "cuda"
     precisions = ("fp32", "bf16", "fp16")
-    options = ("device", "cuda_graph")
+    option_specs = (
+        device_option(r"(cuda(:\d+)?|\d+)", "'0' or 'cuda:0'", "cuda:0",
+                      "the CUDA device: its index, 'cuda:<index>', or 'cuda' (device 0)"),
+        flag_option("cuda_graph", True, "capture each batch size's forward once as a CUDA graph "
+                                        "and replay it (False: launch kernel by kernel)"),
+    )
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -50,28 +61,41 @@ class CudaBackend(Backend):
         return True, ""
 
     @classmethod
-    def ops(cls) -> "CudaOps":
-        return CudaOps()
+    def supports(cls, precision: str, device: str = "cuda:0", **options: Any) -> tuple[bool, str]:
+        """Every precision runs on every device the backend is available on (sm_80 and newer);
+        a device index this machine does not have is refused here."""
+        try:
+            info = _module().probe()
+        except ImportError as exc:
+            return False, f"polyvit._cuda is not built ({exc}); {BUILD_HINT}"
+        count = info["count"]
+        if count == 0:
+            return False, f"no CUDA device: {info['error']}"
+        if device_index(device) >= count:
+            return False, (f"backend 'cuda': device {device!r} does not exist; this machine has "
+                           f"{count} CUDA device{'s' if count != 1 else ''} (cuda:0 to "
+                           f"cuda:{count - 1})")
+        return True, ""
+
+    @classmethod
+    def make_ops(cls, precision: str, device: str, cuda_graph: bool) -> "CudaOps":
+        return CudaOps(precision, device_index(device))
 
     def __init__(self, config: ViTConfig, weights: Mapping[str, np.ndarray],
                  precision: str = "fp32", **options: Any) -> None:
-        """options: device (CUDA device index, default 0); cuda_graph (default True: capture each
-        batch size's forward once and replay it; False launches kernel by kernel)."""
+        """options: device ("0", "cuda:0" or "cuda"; default "cuda:0"); cuda_graph (default
+        True: capture each batch size's forward once and replay it; False launches kernel by
+        kernel)."""
         super().__init__(config, weights, precision, **options)
-        device = options.get("device", 0)
-        cuda_graph = options.get("cuda_graph", True)
-        if not isinstance(device, int) or isinstance(device, bool) or device < 0:
-            raise BackendError(f"device must be a CUDA device index (0, 1, ...), got {device!r}")
-        if not isinstance(cuda_graph, bool):
-            raise BackendError(f"cuda_graph must be True or False, got {cuda_graph!r}")
         try:
             cuda = _module()
         except ImportError as exc:
             raise BackendError(f"polyvit._cuda is not built ({exc}); {BUILD_HINT}") from None
-        fields = {k: v for k, v in config.to_dict().items() if k != "preprocessing"}
         arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
         try:
-            self._model = cuda.Model(fields, arrays, precision, device, cuda_graph)
+            self._model = cuda.Model(config_fields(config), arrays, precision,
+                                     device_index(self.options["device"]),
+                                     self.options["cuda_graph"], BATCH_SIZES_KEPT)
         except cuda.CudaError as exc:
             raise BackendError(f"backend 'cuda' cannot load the model: {exc}") from exc
 
@@ -91,7 +115,8 @@ class CudaBackend(Backend):
         return self._model.run(images, output)
 
     def cached_batch_sizes(self) -> list[int]:
-        """Batch sizes whose buffers and CUDA graph are ready (the 8 most recently used)."""
+        """Batch sizes whose buffers and CUDA graph are kept, least recently used first (the
+        BATCH_SIZES_KEPT most recently used)."""
         return self._model.cached_batch_sizes()
 
     def clear_cache(self) -> None:
@@ -111,26 +136,34 @@ def _in_cuda_memory(images: Any) -> bool:
         return False
 
 
-class CudaOps:
-    """The single ops on device 0, float32 numpy in and out. precision "bf16"/"fp16" rounds the
-    inputs of linear and attention, and the outputs of layernorm and attention, to that type on
-    the device (linear always returns its fp32 epilogue): the tensor-core paths op by op."""
+class CudaOps(Ops):
+    """The single ops on one device, float32 numpy in and out. In bf16/fp16 the inputs of
+    linear, attention and patch_embed, and the outputs of layernorm and attention, are rounded
+    to that type on the device (linear and patch_embed return their fp32 epilogue): the
+    tensor-core paths op by op, as the forward runs them. bias_gelu is the standalone fp32
+    kernel in every precision (the forward fuses it into fc1's epilogue)."""
 
-    def __init__(self, precision: str = "fp32") -> None:
-        if precision not in CudaBackend.precisions:
-            raise ValueError(f"precision must be one of {CudaBackend.precisions}, got {precision!r}")
-        self.precision = precision
+    def __init__(self, precision: str = "fp32", device: int = 0) -> None:
+        super().__init__(precision)
+        self.device = device
 
-    def linear(self, x, weight, bias, epilogue="none", residual=None):
-        if epilogue not in LINEAR_EPILOGUES:
-            raise ValueError(f"unknown epilogue {epilogue!r}; one of {LINEAR_EPILOGUES}")
-        return _module().linear(x, weight, bias, epilogue, residual, self.precision)
+    def _linear(self, x, weight, bias, epilogue, residual):
+        return _module().linear(x, weight, bias, epilogue, residual, self.precision, self.device)
 
-    def layernorm(self, x, weight, bias, eps):
-        return _module().layernorm(x, weight, bias, float(eps), self.precision)
+    def _layernorm(self, x, weight, bias, eps):
+        return _module().layernorm(x, weight, bias, eps, self.precision, self.device)
 
-    def attention(self, qkv, num_heads):
-        return _module().attention(qkv, int(num_heads), self.precision)
+    def _attention(self, qkv, num_heads):
+        return _module().attention(qkv, num_heads, self.precision, None, self.device)
 
-    def bias_gelu(self, x, bias, form="erf"):
-        return _module().bias_gelu(x, bias, form)
+    def _bias_gelu(self, x, bias, form):
+        return _module().bias_gelu(x, bias, form, self.device)
+
+    def _patch_embed(self, images, weight, bias):
+        return _module().patch_embed(images, weight, bias, self.precision, self.device)
+
+    def attention_class_query(self, qkv, num_heads: int) -> np.ndarray:
+        """qkv (B, T, 3D) -> (B, 1, D): the class token's query alone against every key, by the
+        kernel path the last block runs (reference.attention(qkv, heads, queries=1))."""
+        qkv = self._check("qkv", qkv, (None, None, None))
+        return _module().attention(qkv, num_heads, self.precision, 1, self.device)

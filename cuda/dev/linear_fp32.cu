@@ -1,13 +1,13 @@
 // fp32 GEMM with fused epilogue, out (M, N) = epilogue(a (M, K) @ w (N, K)^T + bias), variants:
 //   kernel1  one thread per output, K loop straight from global memory
 //   kernel2  16 x 16 shared-memory tiles, one output per thread
-//   kernel3  kernels/matmul_fp32.cu (promoted): 64 x 64 / 32 x 32 tiles, register micro-tiles
-// Usage: matmul_fp32 [M K N [epilogue 0 none | 1 gelu_erf | 2 gelu_tanh | 3 residual]]
+//   kernel3  kernels/linear_fp32.cu (promoted): 64 x 64 / 32 x 32 tiles, register micro-tiles
+// Usage: linear_fp32 [M K N [epilogue 0 none | 1 gelu_erf | 2 gelu_tanh | 3 residual]]
 // (default: ViT-S/32 fc1 at batch 32, 1600 384 1536 1)
 #include "common.cuh"
 #include "epilogue.cuh"
-#include "matmul_fp32.cuh"
-#include "matmul_reference.h"
+#include "linear_fp32.cuh"
+#include "linear_reference.h"
 
 using namespace polyvit_cuda;
 
@@ -50,10 +50,10 @@ int main(int argc, char** argv) {
     const int M = dev::arg_int(argc, argv, 1, 1600), K = dev::arg_int(argc, argv, 2, 384);
     const int N = dev::arg_int(argc, argv, 3, 1536);
     const auto epilogue = static_cast<Epilogue>(dev::arg_int(argc, argv, 4, 1));
-    std::printf("matmul_fp32 M=%d K=%d N=%d epilogue=%d\n", M, K, N, static_cast<int>(epilogue));
+    std::printf("linear_fp32 M=%d K=%d N=%d epilogue=%d\n", M, K, N, static_cast<int>(epilogue));
     const auto a = dev::random_vector(size_t(M) * K, 1), w = dev::random_vector(size_t(N) * K, 2, 1.0f / std::sqrt(K));
     const auto bias = dev::random_vector(N, 3, 0.1f), residual = dev::random_vector(size_t(M) * N, 4);
-    const dev::MatmulReference ref = dev::matmul_reference<float>(a, w, bias, residual, M, N, K, epilogue);
+    const dev::LinearReference ref = dev::linear_reference<float>(a, w, bias, residual, M, N, K, epilogue);
 
     dev::DeviceArray<float> da(a), dw(w), db(bias), dr(residual), dout(size_t(M) * N);
     const std::vector<std::pair<const char*, std::function<void()>>> variants = {
@@ -66,8 +66,8 @@ int main(int argc, char** argv) {
                                                                         dout.get(), M, N, K, epilogue);
            CUDA_CHECK_LAUNCH("kernel2");
          }},
-        {"kernel3 matmul_fp32 (kernels/)", [&] {
-           matmul_fp32(da.get(), dw.get(), db.get(), dr.get(), dout.get(), M, N, K, epilogue, nullptr);
+        {"kernel3 linear_fp32 (kernels/)", [&] {
+           linear_fp32(da.get(), dw.get(), db.get(), dr.get(), dout.get(), M, N, K, epilogue, nullptr);
          }},
     };
     bool ok = true;
@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
       launch();
       ok &= dev::validate(name, dout.download(), ref.want, ref.bound);
     }
-    ok &= dev::check_tails<float>("kernel3", [](auto... args) { matmul_fp32(args..., Epilogue::kResidual, nullptr); });
+    ok &= dev::check_tails<float>("kernel3", [](auto... args) { linear_fp32(args..., Epilogue::kResidual, nullptr); });
     const double flop = 2.0 * M * N * K;
     for (const auto& [name, launch] : variants) {
       const double ms = dev::time_ms(launch);

@@ -11,7 +11,7 @@ namespace polyvit_cuda {
 // T: bf16 or fp16. bias may be null; residual (M, N) float is read only by
 // Epilogue::kResidual and may equal out.
 template <class T, class TOut>
-void matmul_tc(const T* a, const T* w, const float* bias, const float* residual, TOut* out, int M,
+void linear_tc(const T* a, const T* w, const float* bias, const float* residual, TOut* out, int M,
                int N, int K, Epilogue epilogue, cudaStream_t stream);
 
 }  // namespace polyvit_cuda

@@ -9,7 +9,7 @@
 namespace polyvit_cuda {
 
 // bias may be null; residual (M, N) is read only by Epilogue::kResidual and may equal out.
-void matmul_fp32(const float* a, const float* w, const float* bias, const float* residual,
+void linear_fp32(const float* a, const float* w, const float* bias, const float* residual,
                  float* out, int M, int N, int K, Epilogue epilogue, cudaStream_t stream);
 
 }  // namespace polyvit_cuda

@@ -6,7 +6,7 @@
 
 #include "common.cuh"
 #include "epilogue.cuh"
-#include "matmul_tc.cuh"
+#include "linear_tc.cuh"
 
 namespace polyvit_cuda {
 
@@ -66,7 +66,7 @@ __host__ __device__ constexpr int tc_smem_bytes() {  // two stages of the a and 
 
 template <class T, class TOut, int BM, int BN, int WARPS_M, int WARPS_N>
 __global__ void __launch_bounds__(WARPS_M * WARPS_N * 32)
-matmul_tc_kernel(const T* a, const T* w, const float* bias, const float* residual, TOut* out,
+linear_tc_kernel(const T* a, const T* w, const float* bias, const float* residual, TOut* out,
                  int M, int N, int K, Epilogue epilogue, bool vec) {
   constexpr int kThreads = WARPS_M * WARPS_N * 32;
   constexpr int WTM = BM / WARPS_M, WTN = BN / WARPS_N;  // the warp's sub-tile
@@ -151,18 +151,18 @@ template <class T, class TOut, int BM, int BN, int WARPS_M, int WARPS_N>
 static void launch(const T* a, const T* w, const float* bias, const float* residual, TOut* out,
                    int M, int N, int K, Epilogue epilogue, bool vec, cudaStream_t stream) {
   const dim3 grid(ceil_div(M, BM), ceil_div(N, BN));
-  matmul_tc_kernel<T, TOut, BM, BN, WARPS_M, WARPS_N><<<grid, WARPS_M * WARPS_N * 32, 0, stream>>>(
+  linear_tc_kernel<T, TOut, BM, BN, WARPS_M, WARPS_N><<<grid, WARPS_M * WARPS_N * 32, 0, stream>>>(
       a, w, bias, residual, out, M, N, K, epilogue, vec);
-  CUDA_CHECK_LAUNCH("matmul_tc_kernel");
+  CUDA_CHECK_LAUNCH("linear_tc_kernel");
 }
 
 template <class T, class TOut>
-void matmul_tc(const T* a, const T* w, const float* bias, const float* residual, TOut* out, int M,
+void linear_tc(const T* a, const T* w, const float* bias, const float* residual, TOut* out, int M,
                int N, int K, Epilogue epilogue, cudaStream_t stream) {
-  require(M > 0 && N > 0 && K > 0, "matmul_tc: M, N and K must be positive");
-  require(a && w && out, "matmul_tc: null input or output");
-  require(epilogue != Epilogue::kResidual || residual, "matmul_tc: the residual epilogue needs a residual");
-  require(ceil_div(N, 64) <= 65535, "matmul_tc: N is too large for the grid");
+  require(M > 0 && N > 0 && K > 0, "linear_tc: M, N and K must be positive");
+  require(a && w && out, "linear_tc: null input or output");
+  require(epilogue != Epilogue::kResidual || residual, "linear_tc: the residual epilogue needs a residual");
+  require(ceil_div(N, 64) <= 65535, "linear_tc: N is too large for the grid");
   const auto aligned16 = [](const void* p) { return reinterpret_cast<size_t>(p) % 16 == 0; };
   const bool vec = K % 8 == 0 && aligned16(a) && aligned16(w);
   // 128 x 128 tiles (8 warps of 64 x 32) when they fill the GPU, else 64 x 64 (4 warps of 32 x 32).
@@ -173,13 +173,13 @@ void matmul_tc(const T* a, const T* w, const float* bias, const float* residual,
     launch<T, TOut, 64, 64, 2, 2>(a, w, bias, residual, out, M, N, K, epilogue, vec, stream);
 }
 
-template void matmul_tc<bf16, bf16>(const bf16*, const bf16*, const float*, const float*, bf16*, int,
+template void linear_tc<bf16, bf16>(const bf16*, const bf16*, const float*, const float*, bf16*, int,
                                     int, int, Epilogue, cudaStream_t);
-template void matmul_tc<bf16, float>(const bf16*, const bf16*, const float*, const float*, float*,
+template void linear_tc<bf16, float>(const bf16*, const bf16*, const float*, const float*, float*,
                                      int, int, int, Epilogue, cudaStream_t);
-template void matmul_tc<fp16, fp16>(const fp16*, const fp16*, const float*, const float*, fp16*, int,
+template void linear_tc<fp16, fp16>(const fp16*, const fp16*, const float*, const float*, fp16*, int,
                                     int, int, Epilogue, cudaStream_t);
-template void matmul_tc<fp16, float>(const fp16*, const fp16*, const float*, const float*, float*,
+template void linear_tc<fp16, float>(const fp16*, const fp16*, const float*, const float*, float*,
                                      int, int, int, Epilogue, cudaStream_t);
 
 }  // namespace polyvit_cuda

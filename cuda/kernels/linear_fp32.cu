@@ -3,7 +3,7 @@
 // Every load is bounds-checked and zero-filled, so any M, N, K and any alignment work.
 #include "common.cuh"
 #include "epilogue.cuh"
-#include "matmul_fp32.cuh"
+#include "linear_fp32.cuh"
 
 namespace polyvit_cuda {
 
@@ -16,7 +16,7 @@ constexpr int kFp32TileK = 16;
 // strided ownership keeps the shared-memory reads conflict-free and the stores coalesced.
 template <int BM, int BN>
 __global__ void __launch_bounds__(kFp32Threads)
-matmul_fp32_kernel(const float* a, const float* w, const float* bias, const float* residual,
+linear_fp32_kernel(const float* a, const float* w, const float* bias, const float* residual,
                    float* out, int M, int N, int K, Epilogue epilogue) {
   constexpr int BK = kFp32TileK, TM = BM / 16, TN = BN / 16;
   __shared__ float as[BK][BM + 1];  // a tile, transposed: as[k][m]
@@ -72,17 +72,17 @@ template <int BM, int BN>
 static void launch(const float* a, const float* w, const float* bias, const float* residual,
                    float* out, int M, int N, int K, Epilogue epilogue, cudaStream_t stream) {
   const dim3 grid(ceil_div(M, BM), ceil_div(N, BN));  // M on x: up to 2^31 - 1 tiles
-  matmul_fp32_kernel<BM, BN><<<grid, kFp32Threads, 0, stream>>>(a, w, bias, residual, out, M, N,
+  linear_fp32_kernel<BM, BN><<<grid, kFp32Threads, 0, stream>>>(a, w, bias, residual, out, M, N,
                                                                 K, epilogue);
-  CUDA_CHECK_LAUNCH("matmul_fp32_kernel");
+  CUDA_CHECK_LAUNCH("linear_fp32_kernel");
 }
 
-void matmul_fp32(const float* a, const float* w, const float* bias, const float* residual,
+void linear_fp32(const float* a, const float* w, const float* bias, const float* residual,
                  float* out, int M, int N, int K, Epilogue epilogue, cudaStream_t stream) {
-  require(M > 0 && N > 0 && K > 0, "matmul_fp32: M, N and K must be positive");
-  require(a && w && out, "matmul_fp32: null input or output");
-  require(epilogue != Epilogue::kResidual || residual, "matmul_fp32: the residual epilogue needs a residual");
-  require(ceil_div(N, 32) <= 65535, "matmul_fp32: N is too large for the grid");
+  require(M > 0 && N > 0 && K > 0, "linear_fp32: M, N and K must be positive");
+  require(a && w && out, "linear_fp32: null input or output");
+  require(epilogue != Epilogue::kResidual || residual, "linear_fp32: the residual epilogue needs a residual");
+  require(ceil_div(N, 32) <= 65535, "linear_fp32: N is too large for the grid");
   // 64 x 64 tiles reuse each load 4 x 4 times; when they would leave SMs idle (small M at
   // batch 1), 32 x 32 tiles give four times the blocks.
   const long long big_tiles = static_cast<long long>(ceil_div(M, 64)) * ceil_div(N, 64);

@@ -1,4 +1,4 @@
-// What both matmul dev programs validate against: the CPU reference of
+// What both linear dev programs validate against: the CPU reference of
 // out (M, N) = epilogue(a (M, K) @ w (N, K)^T + bias), its error bound, and the tail shapes.
 #pragma once
 
@@ -10,7 +10,7 @@ namespace dev {
 
 using polyvit_cuda::Epilogue;
 
-struct MatmulReference {
+struct LinearReference {
   std::vector<double> want;   // the first rows of out, in float64
   std::vector<double> bound;  // what an fp32-accumulating kernel may be off by, per output
 };
@@ -20,11 +20,11 @@ struct MatmulReference {
 // for the epilogue's few ulp). Large problems are checked on their first rows: every tile
 // column, in seconds rather than minutes of CPU time.
 template <class T>
-MatmulReference matmul_reference(const std::vector<float>& a, const std::vector<float>& w,
+LinearReference linear_reference(const std::vector<float>& a, const std::vector<float>& w,
                                  const std::vector<float>& bias, const std::vector<float>& residual,
                                  int M, int N, int K, Epilogue epilogue) {
   const int rows = static_cast<int>(std::min<long long>(M, std::max(1LL, 2000000000LL / (1LL * N * K))));
-  MatmulReference r{std::vector<double>(size_t(rows) * N), std::vector<double>(size_t(rows) * N)};
+  LinearReference r{std::vector<double>(size_t(rows) * N), std::vector<double>(size_t(rows) * N)};
   for (int m = 0; m < rows; ++m)
     for (int n = 0; n < N; ++n) {
       double acc = 0.0, magnitude = 0.0;
@@ -54,7 +54,7 @@ bool check_tails(const char* name, Run run) {
                                                                       {65, 17, 129}, {129, 72, 200}}) {
     const auto a = random_vector(size_t(m) * k, 5), w = random_vector(size_t(n) * k, 6);
     const auto bias = random_vector(n, 7), residual = random_vector(size_t(m) * n, 8);
-    const MatmulReference r = matmul_reference<T>(a, w, bias, residual, m, n, k, Epilogue::kResidual);
+    const LinearReference r = linear_reference<T>(a, w, bias, residual, m, n, k, Epilogue::kResidual);
     DeviceArray<T> da(convert<T>(a)), dw(convert<T>(w));
     DeviceArray<float> db(bias), dr(residual), dout(size_t(m) * n);
     run(da.get(), dw.get(), db.get(), dr.get(), dout.get(), m, n, k);

@@ -1,10 +1,11 @@
-// im2col, images (B, C, H, W) -> patches (B * N, C * P * P) in (c, ph, pw) order, variants:
+// patch_embed's gather (im2col), images (B, C, H, W) -> patches (B * N, C * P * P) in (c, ph, pw)
+// order; the projection after it is linear_fp32 / linear_tc (their dev programs). Variants:
 //   kernel1  a scatter: one thread per pixel, reads coalesced, writes strided by patch
-//   kernel2  kernels/patchify.cu (promoted): a gather, one thread per patch element
-// Usage: patchify [B C H P]   (default: ViT-S/32 at batch 256, 256 3 224 32)
+//   kernel2  kernels/patch_embed.cu (promoted): a gather, one thread per patch element
+// Usage: patch_embed [B C H P]   (default: ViT-S/32 at batch 256, 256 3 224 32)
 #include "common.h"
 #include "common.cuh"
-#include "patchify.cuh"
+#include "patch_embed.cuh"
 
 using namespace polyvit_cuda;
 
@@ -40,7 +41,7 @@ int main(int argc, char** argv) {
   return dev::run_main([&] {
     const int B = dev::arg_int(argc, argv, 1, 256), C = dev::arg_int(argc, argv, 2, 3);
     const int H = dev::arg_int(argc, argv, 3, 224), P = dev::arg_int(argc, argv, 4, 32);
-    std::printf("patchify B=%d C=%d H=W=%d P=%d\n", B, C, H, P);
+    std::printf("patch_embed gather B=%d C=%d H=W=%d P=%d\n", B, C, H, P);
     const size_t total = size_t(B) * C * H * H;
     const auto img = dev::random_vector(total, 1);
     const auto want = reference(img, B, C, H, P);
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
       kernel1<<<unsigned((total + 255) / 256), 256>>>(dimg.get(), dout.get(), C, H, P, total);
       CUDA_CHECK_LAUNCH("kernel1");
     };
-    auto k2 = [&] { patchify<float>(dimg.get(), dout.get(), B, C, H, H, P, nullptr); };
+    auto k2 = [&] { patch_embed_gather<float>(dimg.get(), dout.get(), B, C, H, H, P, nullptr); };
     bool ok = true;
     const auto exact = dev::constant_bound(total, 0.0);  // a copy: bit for bit
     dout.zero();

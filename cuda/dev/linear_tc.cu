@@ -3,15 +3,15 @@
 //   kernel1  one thread per output on CUDA cores (the rounding reference on the device)
 //   kernel2  WMMA, one warp per 16 x 16 output, fragments straight from global memory
 //            (M, N, K multiples of 16 only)
-//   kernel3  kernels/matmul_tc.cu (promoted): 128 x 128 / 64 x 64 tiles, cp.async double buffer
-// Usage: matmul_tc [M K N [epilogue 0 none | 1 gelu_erf | 2 gelu_tanh | 3 residual]]
+//   kernel3  kernels/linear_tc.cu (promoted): 128 x 128 / 64 x 64 tiles, cp.async double buffer
+// Usage: linear_tc [M K N [epilogue 0 none | 1 gelu_erf | 2 gelu_tanh | 3 residual]]
 // (default: ViT-S/32 fc1 at batch 256, 12800 384 1536 1)
 #include <mma.h>
 
 #include "common.cuh"
 #include "epilogue.cuh"
-#include "matmul_reference.h"
-#include "matmul_tc.cuh"
+#include "linear_reference.h"
+#include "linear_tc.cuh"
 
 using namespace polyvit_cuda;
 namespace wmma = nvcuda::wmma;
@@ -59,10 +59,10 @@ __global__ void kernel2(const T* a, const T* w, const float* bias, const float* 
 
 template <class T>
 static bool run(const char* type, int M, int K, int N, Epilogue epilogue) {
-  std::printf("matmul_tc %s M=%d K=%d N=%d epilogue=%d\n", type, M, K, N, static_cast<int>(epilogue));
+  std::printf("linear_tc %s M=%d K=%d N=%d epilogue=%d\n", type, M, K, N, static_cast<int>(epilogue));
   const auto a = dev::random_vector(size_t(M) * K, 1), w = dev::random_vector(size_t(N) * K, 2, 1.0f / std::sqrt(K));
   const auto bias = dev::random_vector(N, 3, 0.1f), residual = dev::random_vector(size_t(M) * N, 4);
-  const dev::MatmulReference ref = dev::matmul_reference<T>(a, w, bias, residual, M, N, K, epilogue);
+  const dev::LinearReference ref = dev::linear_reference<T>(a, w, bias, residual, M, N, K, epilogue);
   // T output: plus half an ulp of T (at most 2^-8 bf16, 2^-11 fp16, relative), with 2% slack.
   std::vector<double> bound_rounded(ref.want.size());
   for (size_t i = 0; i < bound_rounded.size(); ++i)
@@ -83,8 +83,8 @@ static bool run(const char* type, int M, int K, int N, Epilogue epilogue) {
                                                                           dout.get(), M, N, K, epilogue);
                           CUDA_CHECK_LAUNCH("kernel2");
                         }});
-  variants.push_back({"kernel3 matmul_tc (kernels/)", [&] {
-                        matmul_tc<T, float>(da.get(), dw.get(), db.get(), dr.get(), dout.get(), M, N, K, epilogue, nullptr);
+  variants.push_back({"kernel3 linear_tc (kernels/)", [&] {
+                        linear_tc<T, float>(da.get(), dw.get(), db.get(), dr.get(), dout.get(), M, N, K, epilogue, nullptr);
                       }});
   bool ok = true;
   for (const auto& [name, launch] : variants) {
@@ -93,10 +93,10 @@ static bool run(const char* type, int M, int K, int N, Epilogue epilogue) {
     ok &= dev::validate(name, dout.download(), ref.want, ref.bound);
   }
   if (epilogue != Epilogue::kResidual) {  // the T-output form the forward uses for qkv and fc1
-    matmul_tc<T, T>(da.get(), dw.get(), db.get(), nullptr, dout_t.get(), M, N, K, epilogue, nullptr);
+    linear_tc<T, T>(da.get(), dw.get(), db.get(), nullptr, dout_t.get(), M, N, K, epilogue, nullptr);
     ok &= dev::validate("kernel3, output rounded to T", dout_t.download(), ref.want, bound_rounded);
   }
-  ok &= dev::check_tails<T>("kernel3", [](auto... args) { matmul_tc<T, float>(args..., Epilogue::kResidual, nullptr); });
+  ok &= dev::check_tails<T>("kernel3", [](auto... args) { linear_tc<T, float>(args..., Epilogue::kResidual, nullptr); });
   const double flop = 2.0 * M * N * K;
   for (const auto& [name, launch] : variants) {
     const double ms = dev::time_ms(launch);
