@@ -1,6 +1,7 @@
 """Bad input at the C++ backend's native boundary (polyvit._cpu called directly, past the Python
-checks) and through polyvit.load: every mistake is a clear TypeError / ValueError /
-BackendError naming what to pass instead, never a crash or a silent copy."""
+checks): every mistake is a clear TypeError / ValueError / BackendError naming what to pass
+instead, never a crash or a silent copy. The weights cross it by name: each tensor is checked
+where the model takes it, and one it never takes is an error."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 import polyvit
 from polyvit import BackendError
+from polyvit.backends._native import BATCH_SIZES_KEPT, config_fields
 from polyvit.config import get_config
 from polyvit.weights import random_weights
 
@@ -18,9 +20,13 @@ CFG = get_config("vit_test")
 WEIGHTS = random_weights(CFG, seed=3)
 
 
+def model(weights=WEIGHTS, config=None, precision="fp32", isa="auto"):
+    return _cpu.Model(config or config_fields(CFG), weights, precision, 2, isa, BATCH_SIZES_KEPT)
+
+
 @pytest.fixture(scope="module")
 def native():
-    return _cpu.Model(CFG.to_dict(), WEIGHTS, "fp32", 2, "auto")
+    return model()
 
 
 def images(batch=2):
@@ -75,32 +81,47 @@ def test_nan_input_gives_nan_logits_not_a_crash(native):
     assert np.isnan(native.forward(x)).any()
 
 
-# ---- load ---------------------------------------------------------------------------------------
+# ---- load: weights by name ---------------------------------------------------------------------
 
 def test_native_load_rejects_a_missing_tensor():
     w = dict(WEIGHTS)
     del w["blocks.1.mlp.fc2.bias"]
-    with pytest.raises(ValueError, match="blocks.1.mlp.fc2.bias"):
-        _cpu.Model(CFG.to_dict(), w, "fp32", 1, "auto")
+    with pytest.raises(ValueError, match=r"no tensor 'blocks.1.mlp.fc2.bias' \(shape \(48,\)\)"):
+        model(w)
 
 
 def test_native_load_rejects_an_extra_tensor():
     w = dict(WEIGHTS, stray=np.zeros(3, np.float32))
-    with pytest.raises(ValueError, match="remove"):
-        _cpu.Model(CFG.to_dict(), w, "fp32", 1, "auto")
+    with pytest.raises(ValueError, match="does not use: 'stray'; remove"):
+        model(w)
+
+
+def test_native_load_rejects_a_qkv_bias_the_config_lacks():
+    cfg = CFG.replace(qkv_bias=False)
+    with pytest.raises(ValueError, match="'blocks.0.attn.qkv.bias', 'blocks.1.attn.qkv.bias'"):
+        model(config=config_fields(cfg))
+    model({k: v for k, v in WEIGHTS.items() if "qkv.bias" not in k}, config_fields(cfg))
 
 
 @pytest.mark.parametrize("fix,error,words", [
-    (lambda a: a.T, ValueError, "shape|C-contiguous"),
-    (lambda a: a[:-1], ValueError, "shape"),
+    (lambda a: a.T, ValueError, "C-contiguous"),
+    (lambda a: a[:-1], ValueError,
+     r"weights\['blocks.0.attn.qkv.weight'\] has shape \(143, 48\), expected \(144, 48\)"),
+    (lambda a: np.ascontiguousarray(a[:, :, None]), ValueError, "expected \\(144, 48\\)"),
     (lambda a: a.astype(np.float64), TypeError, "float32"),
     (lambda a: np.asfortranarray(a), ValueError, "C-contiguous"),
+    (lambda a: a.tolist(), TypeError, "numpy array"),
 ])
 def test_native_load_checks_each_tensor(fix, error, words):
     w = dict(WEIGHTS)
     w["blocks.0.attn.qkv.weight"] = fix(w["blocks.0.attn.qkv.weight"])
     with pytest.raises(error, match=words):
-        _cpu.Model(CFG.to_dict(), w, "fp32", 1, "auto")
+        model(w)
+
+
+def test_native_load_rejects_a_key_that_is_not_a_name():
+    with pytest.raises(TypeError, match="str"):
+        model({**WEIGHTS, 3: np.zeros(3, np.float32)})
 
 
 @pytest.mark.parametrize("field,value,error", [
@@ -108,32 +129,25 @@ def test_native_load_checks_each_tensor(fix, error, words):
     ("qkv_bias", 1, TypeError), ("ln_eps", -1.0, ValueError),
 ])
 def test_native_load_checks_the_config(field, value, error):
-    cfg = dict(CFG.to_dict(), **{field: value})
     with pytest.raises(error):
-        _cpu.Model(cfg, WEIGHTS, "fp32", 1, "auto")
+        model(config=dict(config_fields(CFG), **{field: value}))
 
 
-@pytest.mark.parametrize("options,words", [
-    ({"precision": "fp16"}, "fp16"),
-    ({"isa": "sse9"}, "isa"),
-    ({"threads": 0}, "threads"),
-    ({"threads": -2}, "threads"),
-    ({"threads": "2"}, "threads"),
-    ({"cores": 2}, "cores"),
-])
-def test_load_rejects_bad_options(options, words):
-    with pytest.raises(BackendError, match=words):
-        polyvit.load(WEIGHTS, backend="cpp", config=CFG, **options)
+def test_native_load_checks_threads_and_the_cache_size():
+    with pytest.raises(ValueError, match="threads"):
+        _cpu.Model(config_fields(CFG), WEIGHTS, "fp32", 0, "auto", BATCH_SIZES_KEPT)
+    with pytest.raises(ValueError, match="batch_sizes_kept"):
+        _cpu.Model(config_fields(CFG), WEIGHTS, "fp32", 1, "auto", 0)
 
 
 def test_native_unsupported_precision_or_isa_is_a_backend_error():
     with pytest.raises(BackendError, match="fp16"):
-        _cpu.Model(CFG.to_dict(), WEIGHTS, "fp16", 1, "auto")
+        model(precision="fp16")
     with pytest.raises(BackendError, match="isa"):
-        _cpu.Model(CFG.to_dict(), WEIGHTS, "fp32", 1, "neon")
+        model(isa="neon")
     if "avx2" in _cpu.isas().split():  # bf16 / int8 run only with the AVX-512 kernels
         with pytest.raises(BackendError, match="avx512"):
-            _cpu.Model(CFG.to_dict(), WEIGHTS, "int8", 1, "avx2")
+            model(precision="int8", isa="avx2")
 
 
 @pytest.mark.parametrize("precision,feature", [("bf16", "avx512_bf16"), ("int8", "avx512_vnni")])
@@ -142,6 +156,8 @@ def test_a_cpu_without_the_dot_product_gets_a_backend_error(monkeypatch, precisi
     monkeypatch.setattr(_cpu, "cpu_has", lambda f: f != feature)
     with pytest.raises(BackendError, match=feature.upper()):
         polyvit.load(WEIGHTS, backend="cpp", config=CFG, precision=precision)
+    with pytest.raises(BackendError, match=feature.upper()):
+        polyvit.backends.backend_class("cpp").ops(precision)
 
 
 # ---- single ops ---------------------------------------------------------------------------------
@@ -167,6 +183,15 @@ def f32(*shape):
     (lambda: _cpu.attention(f32(10, 12), 1), ValueError, "shape"),
     (lambda: _cpu.bias_gelu(f32(4, 8), f32(8), "relu"), ValueError, "form"),
     (lambda: _cpu.bias_gelu(f32(4, 8), f32(4, 8)), ValueError, "bias has shape"),
+    (lambda: _cpu.patch_embed(f32(2, 3, 8, 8), f32(5, 2, 4, 4), f32(5)), ValueError,
+     "weight has shape"),
+    (lambda: _cpu.patch_embed(f32(2, 3, 8, 8), f32(5, 3, 3, 3), f32(5)), ValueError, "tile"),
+    (lambda: _cpu.patch_embed(f32(2, 3, 8, 8), f32(5, 3, 4, 2), f32(5)), ValueError, "square"),
+    (lambda: _cpu.patch_embed(f32(2, 3, 8, 8), f32(5, 3, 4, 4), f32(4)), ValueError,
+     "bias has shape"),
+    (lambda: _cpu.patch_embed(f32(3, 8, 8), f32(5, 3, 4, 4), f32(5)), ValueError, "shape"),
+    (lambda: _cpu.linear(f32(4, 8), f32(3, 8), None, precision="fp16"), BackendError, "fp16"),
+    (lambda: _cpu.attention(f32(2, 5, 12), 1, isa="neon"), BackendError, "isa"),
 ])
 def test_native_ops_reject(call, error, words):
     with pytest.raises(error, match=words):

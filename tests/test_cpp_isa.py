@@ -1,6 +1,7 @@
 """Each kernel set of the C++ backend (AVX-512, AVX2, portable) that this CPU can run, forced
 with isa=: the op-level rule on every op shape of tests/test_ops.py, and end-to-end parity.
-The suite's backend-parametrised tests cover only the set picked automatically."""
+The shared matrix (tests/test_ops.py, tests/test_parity.py) covers only the set isa='auto'
+picks; bf16 and int8 run only with the avx512 set, so they are covered there."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ import numpy as np
 import pytest
 
 import polyvit
-from polyvit import parity
-from polyvit.backends.torch_backend import TorchOps
+from polyvit import BackendError, parity
+from polyvit.backends.torch_backend import TorchBackend
 from polyvit.config import get_config
 from polyvit.weights import random_weights
 
 _cpu = pytest.importorskip("polyvit._cpu", reason="the C++ extension polyvit._cpu is not built")
-from polyvit.backends.cpp_backend import CppOps  # noqa: E402
-from test_ops import ATTENTION_SHAPES, EPILOGUES, LAYERNORM_SHAPES, LINEAR_SHAPES, rand  # noqa: E402
+from polyvit.backends.cpp_backend import CppBackend  # noqa: E402
+from test_ops import (ATTENTION_SHAPES, EPILOGUES, LAYERNORM_SHAPES, LINEAR_SHAPES,  # noqa: E402
+                      PATCH_SHAPES, rand)
 
 ISAS = ["avx512", "avx2", "generic"]
-REF = TorchOps()
+ORACLE, TORCH32 = TorchBackend.ops("fp64"), TorchBackend.ops("fp32")
 
 
 @pytest.fixture(params=ISAS)
@@ -28,11 +30,11 @@ def isa(request):
     return request.param
 
 
-def check(isa, op, *args, **kwargs):
+def check(isa, op, *args):
     as64 = [a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args]
-    oracle = getattr(REF, op)(*as64, **kwargs)
-    tol = parity.tolerance(getattr(REF, op)(*args, **kwargs), oracle)
-    out = getattr(CppOps(isa), op)(*args, **kwargs)
+    oracle = getattr(ORACLE, op)(*as64)
+    tol = parity.tolerance(getattr(TORCH32, op)(*args), oracle)
+    out = getattr(CppBackend.ops("fp32", isa=isa, threads=2), op)(*args)
     err = float(np.max(np.abs(out.astype(np.float64) - oracle)))
     assert out.shape == oracle.shape and err <= tol, f"{isa} {op}: max|d| {err:.3g} > {tol:.3g}"
 
@@ -43,7 +45,7 @@ def test_linear(isa, m, k, n, epilogue):
     rng = np.random.default_rng(m * 7 + k * 3 + n)
     x, w, b = rand(rng, m, k), rand(rng, n, k, scale=k ** -0.5), rand(rng, n, scale=0.1)
     residual = rand(rng, m, n) if epilogue == "residual" else None
-    check(isa, "linear", x, w, b, epilogue=epilogue, residual=residual)
+    check(isa, "linear", x, w, b, epilogue, residual)
 
 
 @pytest.mark.parametrize("m,c", LAYERNORM_SHAPES, ids=str)
@@ -62,7 +64,14 @@ def test_attention(isa, b, t, d, h):
 @pytest.mark.parametrize("form", ["erf", "tanh"])
 def test_bias_gelu(isa, form):
     rng = np.random.default_rng(9)
-    check(isa, "bias_gelu", rand(rng, 37, 203, scale=3.0), rand(rng, 203), form=form)
+    check(isa, "bias_gelu", rand(rng, 37, 203, scale=3.0), rand(rng, 203), form)
+
+
+@pytest.mark.parametrize("b,c,s,p,d", PATCH_SHAPES, ids=str)
+def test_patch_embed(isa, b, c, s, p, d):
+    rng = np.random.default_rng(b + s + d)
+    check(isa, "patch_embed", rand(rng, b, c, s, s),
+          rand(rng, d, c, p, p, scale=(c * p * p) ** -0.5), rand(rng, d, scale=0.1))
 
 
 # odd sizes everywhere (D 45, head dim 9, MLP 99, 26 tokens): every tail path of every kernel
@@ -82,3 +91,24 @@ def test_forward(isa, name):
     assert model.impl.isa == isa
     result = parity.compare(model(images), oracle, tol)
     assert result.passed, f"{isa} {name}: {result.describe()}"
+
+
+def test_auto_picks_the_best_set_this_cpu_runs():
+    assert polyvit.load(config="vit_test", backend="cpp").impl.isa == _cpu.isas().split()[0]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precisions_need_the_avx512_set(precision):
+    for isa in ("avx2", "generic"):
+        ok, why = CppBackend.supports(precision, isa=isa)
+        assert not ok and ("avx512" in why or precision in why)
+        with pytest.raises(BackendError):
+            CppBackend.ops(precision, isa=isa)
+
+
+def test_an_isa_this_cpu_lacks_or_an_unknown_one_is_refused(monkeypatch):
+    with pytest.raises(BackendError, match="isa='sse9' is not accepted; isa takes one of"):
+        polyvit.load(config="vit_test", backend="cpp", isa="sse9")
+    monkeypatch.setattr(_cpu, "isas", lambda: "generic")
+    with pytest.raises(BackendError, match="runs only generic"):
+        polyvit.load(config="vit_test", backend="cpp", isa="avx2")

@@ -7,18 +7,19 @@ namespace polyvit::cpu {
 namespace {
 
 #define POLYVIT_KERNELS(ns)                                                                  \
-  Kernels{#ns, ns::gemm_f32_nr, ns::gemm_f32, ns::layernorm, ns::attention_keys,             \
+  Kernels{#ns, ns::linear_f32_nr, ns::linear_f32, ns::layernorm, ns::attention_keys,         \
           ns::attention_rows, ns::attention_block, ns::bias_gelu}
 
 const Kernels kGeneric = POLYVIT_KERNELS(generic);
 #if defined(POLYVIT_X86)
 const Kernels kAvx2 = POLYVIT_KERNELS(avx2);
 const Kernels kAvx512 = POLYVIT_KERNELS(avx512);
-const KernelsBf16 kBf16{avx512_bf16::gemm_bf16_nr,        avx512_bf16::gemm_bf16,
+const KernelsBf16 kBf16{avx512_bf16::linear_bf16_nr,       avx512_bf16::linear_bf16,
                         avx512_bf16::to_bf16,              avx512_bf16::layernorm_bf16,
                         avx512_bf16::attention_bf16_keys,  avx512_bf16::attention_bf16_rows,
                         avx512_bf16::attention_bf16_block};
-const KernelsInt8 kInt8{avx512_vnni::gemm_int8_nr, avx512_vnni::gemm_int8, avx512_vnni::quantize};
+const KernelsInt8 kInt8{avx512_vnni::linear_int8_nr, avx512_vnni::linear_int8,
+                        avx512_vnni::quantize};
 #endif
 
 bool has_avx2() {

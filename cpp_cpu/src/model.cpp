@@ -7,50 +7,22 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 #include "ops.h"
 #include "patch_embed.h"
 
 namespace polyvit::cpu {
 
-std::vector<std::pair<std::string, std::vector<long>>> expected_shapes(const Dims& d) {
-  const long D = d.dim, M = d.mlp, P = d.patch, C = d.chans;
-  std::vector<std::pair<std::string, std::vector<long>>> s;
-  if (d.norm_pre) {
-    s.push_back({"patch_embed.norm_pre.weight", {C * P * P}});
-    s.push_back({"patch_embed.norm_pre.bias", {C * P * P}});
-  }
-  s.push_back({"patch_embed.proj.weight", {D, C, P, P}});
-  s.push_back({"patch_embed.proj.bias", {D}});
-  if (d.norm_post) {
-    s.push_back({"patch_embed.norm.weight", {D}});
-    s.push_back({"patch_embed.norm.bias", {D}});
-  }
-  s.push_back({"cls_token", {1, 1, D}});
-  s.push_back({"pos_embed", {1, d.tokens(), D}});
-  for (int i = 0; i < d.depth; ++i) {
-    const std::string b = "blocks." + std::to_string(i) + ".";
-    s.push_back({b + "norm1.weight", {D}});
-    s.push_back({b + "norm1.bias", {D}});
-    s.push_back({b + "attn.qkv.weight", {3 * D, D}});
-    if (d.qkv_bias) s.push_back({b + "attn.qkv.bias", {3 * D}});
-    s.push_back({b + "attn.proj.weight", {D, D}});
-    s.push_back({b + "attn.proj.bias", {D}});
-    s.push_back({b + "norm2.weight", {D}});
-    s.push_back({b + "norm2.bias", {D}});
-    s.push_back({b + "mlp.fc1.weight", {M, D}});
-    s.push_back({b + "mlp.fc1.bias", {M}});
-    s.push_back({b + "mlp.fc2.weight", {D, M}});
-    s.push_back({b + "mlp.fc2.bias", {D}});
-  }
-  s.push_back({"norm.weight", {D}});
-  s.push_back({"norm.bias", {D}});
-  s.push_back({"head.weight", {d.classes, D}});
-  s.push_back({"head.bias", {d.classes}});
-  return s;
-}
+// ---- weights by name ---------------------------------------------------------------------------
 
 namespace {
+
+std::string shape_str(const std::vector<long>& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
+}
 
 Buffer<float> copy_of(const float* p, long n) {
   Buffer<float> b(n);
@@ -58,66 +30,88 @@ Buffer<float> copy_of(const float* p, long n) {
   return b;
 }
 
-int nr_for(const Engine& e, Precision p) {
-  return p == Precision::F32 ? e.f32->nr : p == Precision::BF16 ? e.bf16->nr : e.int8->nr;
-}
-
 }  // namespace
 
-Model::Model(const Dims& d, const WeightMap& w, Precision precision, int threads,
-             const std::string& isa)
-    : d_(d), threads_(threads) {
-  const char* why = nullptr;
-  engine_.f32 = kernels_for(isa.c_str(), &why);
-  if (!engine_.f32) throw Unsupported("isa '" + isa + "': " + why);
-  if (precision == Precision::BF16 && !(engine_.bf16 = kernels_bf16(&why))) throw Unsupported(why);
-  if (precision == Precision::INT8 && !(engine_.int8 = kernels_int8(&why))) throw Unsupported(why);
-  if (precision != Precision::F32 && std::string(engine_.f32->isa) != "avx512")
-    throw Unsupported("bf16 and int8 run with the avx512 kernels; this model uses isa '" +
-                      std::string(engine_.f32->isa) + "'");
+void WeightMap::add(const std::string& name, const float* data, std::vector<long> shape) {
+  entries_[name] = Entry{data, std::move(shape)};
+}
 
-  const long D = d.dim, M = d.mlp;
-  auto pack = [&](const std::string& name, const float* bias, int n, int k, Precision p) {
-    return pack_linear(w.at(name + ".weight"), bias, n, k, p, nr_for(engine_, p));
+const float* WeightMap::take(const std::string& name, const std::vector<long>& shape) {
+  const auto it = entries_.find(name);
+  if (it == entries_.end())
+    throw std::invalid_argument("weights has no tensor '" + name + "' (shape " +
+                                shape_str(shape) + ") for this config");
+  if (it->second.shape != shape)
+    throw std::invalid_argument("weights['" + name + "'] has shape " +
+                                shape_str(it->second.shape) + ", expected " + shape_str(shape) +
+                                " for this config");
+  it->second.taken = true;
+  return it->second.data;
+}
+
+void WeightMap::finish() const {
+  std::string extra;
+  for (const auto& [name, entry] : entries_)
+    if (!entry.taken) extra += (extra.empty() ? "'" : ", '") + name + "'";
+  if (!extra.empty())
+    throw std::invalid_argument("weights has tensors this config does not use: " + extra +
+                                "; remove them");
+}
+
+// ---- loading -----------------------------------------------------------------------------------
+
+Model::Model(const Dims& d, WeightMap& w, Precision precision, int threads,
+             const std::string& isa, int batch_sizes_kept)
+    : d_(d), engine_(engine_for(precision, isa)), threads_(threads), kept_(batch_sizes_kept) {
+  const long D = d.dim, M = d.mlp, T = d.tokens();
+  auto vec = [&](const std::string& name, long n) { return copy_of(w.take(name, {n}), n); };
+  // name.weight (n, k) and, when `bias`, name.bias (n,), packed in precision p
+  auto layer = [&](const std::string& name, long n, long k, Precision p, bool bias = true) {
+    const float* weight = w.take(name + ".weight", {n, k});
+    return pack_linear(weight, bias ? w.take(name + ".bias", {n}) : nullptr, static_cast<int>(n),
+                       static_cast<int>(k), p, engine_.nr(p));
   };
   if (d.norm_pre) {
-    norm_pre_w_ = copy_of(w.at("patch_embed.norm_pre.weight"), d.patch_dim());
-    norm_pre_b_ = copy_of(w.at("patch_embed.norm_pre.bias"), d.patch_dim());
+    norm_pre_w_ = vec("patch_embed.norm_pre.weight", d.patch_dim());
+    norm_pre_b_ = vec("patch_embed.norm_pre.bias", d.patch_dim());
   }
   // (D, C, P, P) is already (D, C*P*P) in im2col's (c, py, px) order
-  patch_ = pack("patch_embed.proj", w.at("patch_embed.proj.bias"), d.dim, d.patch_dim(),
-                precision);
+  patch_ = pack_linear(w.take("patch_embed.proj.weight", {D, d.chans, d.patch, d.patch}),
+                       w.take("patch_embed.proj.bias", {D}), d.dim, d.patch_dim(), precision,
+                       engine_.nr(precision));
   if (d.norm_post) {
-    norm_post_w_ = copy_of(w.at("patch_embed.norm.weight"), D);
-    norm_post_b_ = copy_of(w.at("patch_embed.norm.bias"), D);
+    norm_post_w_ = vec("patch_embed.norm.weight", D);
+    norm_post_b_ = vec("patch_embed.norm.bias", D);
   }
-  cls_ = copy_of(w.at("cls_token"), D);
-  pos_ = copy_of(w.at("pos_embed"), d.tokens() * D);
+  cls_ = copy_of(w.take("cls_token", {1, 1, D}), D);
+  pos_ = copy_of(w.take("pos_embed", {1, T, D}), T * D);
   blocks_.resize(d.depth);
   for (int i = 0; i < d.depth; ++i) {
     const std::string b = "blocks." + std::to_string(i) + ".";
     Block& blk = blocks_[i];
-    blk.ln1_w = copy_of(w.at(b + "norm1.weight"), D);
-    blk.ln1_b = copy_of(w.at(b + "norm1.bias"), D);
-    blk.ln2_w = copy_of(w.at(b + "norm2.weight"), D);
-    blk.ln2_b = copy_of(w.at(b + "norm2.bias"), D);
-    const float* qkv_w = w.at(b + "attn.qkv.weight");  // (3D, D): rows q, then k, then v
-    const float* qkv_b = d.qkv_bias ? w.at(b + "attn.qkv.bias") : nullptr;
+    blk.ln1_w = vec(b + "norm1.weight", D);
+    blk.ln1_b = vec(b + "norm1.bias", D);
     if (i + 1 < d.depth) {
-      blk.qkv = pack_linear(qkv_w, qkv_b, 3 * D, D, precision, nr_for(engine_, precision));
-    } else {
-      blk.q = pack_linear(qkv_w, qkv_b, D, D, precision, nr_for(engine_, precision));
-      blk.kv = pack_linear(qkv_w + D * D, qkv_b ? qkv_b + D : nullptr, 2 * D, D, precision,
-                           nr_for(engine_, precision));
+      blk.qkv = layer(b + "attn.qkv", 3 * D, D, precision, d.qkv_bias);
+    } else {  // (3D, D): rows q, then k, then v
+      const float* qkv_w = w.take(b + "attn.qkv.weight", {3 * D, D});
+      const float* qkv_b = d.qkv_bias ? w.take(b + "attn.qkv.bias", {3 * D}) : nullptr;
+      const int nr = engine_.nr(precision);
+      blk.q = pack_linear(qkv_w, qkv_b, d.dim, d.dim, precision, nr);
+      blk.kv = pack_linear(qkv_w + D * D, qkv_b ? qkv_b + D : nullptr, 2 * d.dim, d.dim,
+                           precision, nr);
     }
-    blk.proj = pack(b + "attn.proj", w.at(b + "attn.proj.bias"), D, D, precision);
-    blk.fc1 = pack(b + "mlp.fc1", w.at(b + "mlp.fc1.bias"), M, D, precision);
-    blk.fc2 = pack(b + "mlp.fc2", w.at(b + "mlp.fc2.bias"), D, M, precision);
+    blk.proj = layer(b + "attn.proj", D, D, precision);
+    blk.ln2_w = vec(b + "norm2.weight", D);
+    blk.ln2_b = vec(b + "norm2.bias", D);
+    blk.fc1 = layer(b + "mlp.fc1", M, D, precision);
+    blk.fc2 = layer(b + "mlp.fc2", D, M, precision);
   }
-  norm_w_ = copy_of(w.at("norm.weight"), D);
-  norm_b_ = copy_of(w.at("norm.bias"), D);
+  norm_w_ = vec("norm.weight", D);
+  norm_b_ = vec("norm.bias", D);
   // the head is 0.04% of the work: it stays fp32 so reduced precisions round logits once less
-  head_ = pack("head", w.at("head.bias"), d.classes, d.dim, Precision::F32);
+  head_ = layer("head", d.classes, D, Precision::F32);
+  w.finish();
 }
 
 // ---- workspaces --------------------------------------------------------------------------------
@@ -128,18 +122,8 @@ long Model::scratch_stride() const {  // attention scratch floats per thread, ei
   return attention_scratch(block, attention_tp(d_.tokens()), d_.head_dim());
 }
 
-std::unique_ptr<Model::Workspace> Model::acquire(int batch) {
-  std::unique_ptr<Workspace> ws;
-  {
-    std::lock_guard<std::mutex> lock(pool_mutex_);
-    if (!pool_.empty()) {
-      ws = std::move(pool_.back());
-      pool_.pop_back();
-    }
-  }
-  if (!ws) ws = std::make_unique<Workspace>();
-  if (ws->batch >= batch) return ws;
-
+std::unique_ptr<Model::Workspace> Model::make_workspace(int batch) const {
+  auto ws = std::make_unique<Workspace>();
   const long B = batch, T = d_.tokens(), D = d_.dim, N = d_.patches();
   const int tp = attention_tp(d_.tokens());
   const long kp = (std::max({d_.dim, d_.mlp, d_.patch_dim()}) + 3) / 4 * 4;
@@ -168,9 +152,52 @@ std::unique_ptr<Model::Workspace> Model::acquire(int batch) {
   return ws;
 }
 
+// The policy of polyvit.backends._native.BatchCache: a call makes its batch size the most
+// recently used; a new size beyond kept_ drops the least recently used one. A workspace is
+// built outside the lock, and calls of one size at once each get their own.
+std::unique_ptr<Model::Workspace> Model::acquire(int batch) {
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    auto it = std::find_if(pool_.begin(), pool_.end(),
+                           [&](const Cached& c) { return c.batch == batch; });
+    if (it != pool_.end()) {
+      pool_.splice(pool_.end(), pool_, it);
+      if (!it->idle.empty()) {
+        std::unique_ptr<Workspace> ws = std::move(it->idle.back());
+        it->idle.pop_back();
+        return ws;
+      }
+    } else {
+      pool_.push_back(Cached{batch, {}});
+      while (static_cast<int>(pool_.size()) > kept_) pool_.pop_front();
+    }
+  }
+  return make_workspace(batch);
+}
+
 void Model::release(std::unique_ptr<Workspace> ws) {
   std::lock_guard<std::mutex> lock(pool_mutex_);
-  pool_.push_back(std::move(ws));
+  for (Cached& c : pool_)
+    if (c.batch == ws->batch) {
+      c.idle.push_back(std::move(ws));
+      return;
+    }
+  // its batch size was dropped (or the cache cleared) while it ran: ws is freed here
+}
+
+std::vector<int> Model::cached_batch_sizes() {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  std::vector<int> sizes;
+  for (const Cached& c : pool_) sizes.push_back(c.batch);
+  return sizes;
+}
+
+void Model::clear_cache() {
+  std::list<Cached> dropped;
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    dropped.swap(pool_);
+  }  // freed outside the lock
 }
 
 // ---- forward -----------------------------------------------------------------------------------
@@ -185,8 +212,8 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
   std::unique_ptr<Workspace> ws = acquire(batch);
   const Dims& d = d_;
   const Kernels& k = *engine_.f32;
-  const int T = d.tokens(), D = d.dim, M = d.mlp, N = d.patches(), tp = attention_tp(T);
-  const int rows = batch * T, prows = batch * N;
+  const int T = d.tokens(), D = d.dim, M = d.mlp, tp = attention_tp(T);
+  const int rows = batch * T;
   const Operand op{ws->a16.data(), ws->a8.data(), ws->a_scale.data(), ws->a_zero.data()};
   const long scratch_stride = this->scratch_stride();
   float *x = ws->x.data(), *h = ws->h.data(), *qkv = ws->qkv.data(), *mlp = ws->mlp.data();
@@ -202,18 +229,12 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
       last = now;
     };
     long r0, r1;
-    // patch embedding: im2col (+ LayerNorm over each flattened patch), GEMM into h
-    t.split(prows, &r0, &r1);
-    im2col(images, d.chans, d.image, d.patch, ws->patches.data(), r0, r1);
-    if (d.norm_pre)
-      k.layernorm(ws->patches.data() + r0 * d.patch_dim(), d.patch_dim(),
-                  ws->patches.data() + r0 * d.patch_dim(), d.patch_dim(),
-                  static_cast<int>(r1 - r0), d.patch_dim(), norm_pre_w_.data(),
-                  norm_pre_b_.data(), d.eps);
-    barrier();
-    mark(kPatchEmbed);
-    linear(engine_, patch_, ws->patches.data(), d.patch_dim(), prows, h, D, Epilogue::Bias,
-           nullptr, 0, op, t);
+    // patch embedding: im2col (+ LayerNorm over each flattened patch), linear into h
+    patch_embed(engine_, patch_,
+                PatchEmbed{images, batch, d.chans, d.image, d.image, d.patch,
+                           d.norm_pre ? norm_pre_w_.data() : nullptr, norm_pre_b_.data(), d.eps,
+                           ws->patches.data(), h},
+                op, t);
     barrier();
     t.split(rows, &r0, &r1);
     assemble_tokens(k, h, cls_.data(), pos_.data(), d.norm_post ? norm_post_w_.data() : nullptr,

@@ -1,11 +1,11 @@
 // model.h — the ViT forward pass: weights packed at load, one parallel region per call.
 #pragma once
 
+#include <list>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <stdexcept>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "buffer.h"
@@ -26,21 +26,31 @@ struct Dims {
   int patch_dim() const { return chans * patch * patch; }
 };
 
-// A precision or ISA this CPU cannot run: becomes polyvit.BackendError in Python.
-struct Unsupported : std::runtime_error {
-  using std::runtime_error::runtime_error;
+// The weights as the caller hands them over: float32 data by the shared format's names. The
+// model takes each tensor by name where it packs it, which checks its shape there, and
+// finish() rejects any tensor never taken: no list of names is kept beside the model's code.
+// Errors are std::invalid_argument (ValueError in Python) naming the tensor.
+class WeightMap {
+ public:
+  void add(const std::string& name, const float* data, std::vector<long> shape);
+  const float* take(const std::string& name, const std::vector<long>& shape);
+  void finish() const;
+
+ private:
+  struct Entry {
+    const float* data;
+    std::vector<long> shape;
+    bool taken = false;
+  };
+  std::map<std::string, Entry> entries_;
 };
-
-// Every tensor the config needs, name -> shape, in the shared weight format's names.
-std::vector<std::pair<std::string, std::vector<long>>> expected_shapes(const Dims& d);
-
-using WeightMap = std::unordered_map<std::string, const float*>;
 
 class Model {
  public:
-  // weights: every name of expected_shapes(d), already checked against its shape.
-  Model(const Dims& d, const WeightMap& weights, Precision precision, int threads,
-        const std::string& isa);
+  // Takes every tensor of `weights` (see WeightMap); keeps the workspaces of the
+  // `batch_sizes_kept` most recently used batch sizes.
+  Model(const Dims& d, WeightMap& weights, Precision precision, int threads,
+        const std::string& isa, int batch_sizes_kept);
   // What the profile of a forward pass adds its seconds to, one slot per kind of op.
   enum Op { kPatchEmbed, kLayerNorm, kQkv, kAttention, kProj, kFc1, kFc2, kHead, kOps };
   static const char* op_name(int op);
@@ -50,6 +60,9 @@ class Model {
   void forward(const float* images, int batch, float* logits, double* seconds = nullptr);
   int threads() const { return threads_; }
   const char* isa() const { return engine_.f32->isa; }
+  // The batch sizes whose workspaces are kept, least recently used first.
+  std::vector<int> cached_batch_sizes();
+  void clear_cache();
 
  private:
   struct Block {
@@ -57,7 +70,7 @@ class Model {
     Linear qkv, proj, fc1, fc2;
     Linear q, kv;  // the last block's qkv, split: it needs q of the class tokens only
   };
-  // Activations of one call, kept and reused by later calls of the same or smaller batch.
+  // Activations of one call of one batch size, kept for later calls of that size.
   struct Workspace {
     int batch = 0;
     Buffer<float> x;        // (B, T, D) residual stream
@@ -77,6 +90,7 @@ class Model {
     Buffer<int32_t> a_zero; // (B*T,)
   };
   std::unique_ptr<Workspace> acquire(int batch);
+  std::unique_ptr<Workspace> make_workspace(int batch) const;
   long scratch_stride() const;
   void release(std::unique_ptr<Workspace> ws);
 
@@ -88,8 +102,15 @@ class Model {
   Buffer<float> norm_w_, norm_b_;                                       // (D,)
   Linear patch_, head_;
   std::vector<Block> blocks_;
+  // Per batch size, least recently used first: its idle workspaces (one per call that ran at
+  // once). At most kept_ batch sizes; a call of a new size drops the least recently used.
+  struct Cached {
+    int batch;
+    std::vector<std::unique_ptr<Workspace>> idle;
+  };
   std::mutex pool_mutex_;
-  std::vector<std::unique_ptr<Workspace>> pool_;
+  std::list<Cached> pool_;
+  int kept_;
 };
 
 }  // namespace polyvit::cpu

@@ -11,12 +11,14 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "model.h"
 #include "ops.h"
+#include "patch_embed.h"
 
 namespace py = pybind11;
 using namespace polyvit::cpu;
@@ -69,16 +71,11 @@ void check_nonempty(const F32& a, const std::string& name) {
                             " with an empty axis; pass at least one element per axis");
 }
 
+// Native callers (benchmarks) may pass 0 for OpenMP's default; polyvit's Python layer always
+// passes the parsed threads option.
 int threads_or_default(int threads) {
   if (threads < 0) throw py::value_error("threads must be positive (or 0 for OMP_NUM_THREADS)");
   return threads > 0 ? threads : omp_get_max_threads();
-}
-
-const Kernels& kernels(const std::string& isa) {
-  const char* why = nullptr;
-  const Kernels* k = kernels_for(isa.c_str(), &why);
-  if (!k) throw Unsupported("isa '" + isa + "': " + why);
-  return *k;
 }
 
 // ---- the model ---------------------------------------------------------------------------------
@@ -134,27 +131,30 @@ struct PyModel {
   std::string precision;
   std::unique_ptr<Model> model;
 
+  // config: polyvit.backends._native.config_fields(cfg); weights: name -> float32 array in
+  // the shared format's names. Each array's dtype and layout are checked here; its shape where
+  // the model takes it by name (model.cpp), which also rejects any tensor left over.
   PyModel(const py::dict& config, const py::dict& weights, const std::string& prec, int threads,
-          const std::string& isa)
+          const std::string& isa, int batch_sizes_kept)
       : dims(dims_of(config)), precision(prec) {
     const Precision p = precision_of(prec);
+    if (threads < 1) throw py::value_error("threads must be a positive int");
+    if (batch_sizes_kept < 1) throw py::value_error("batch_sizes_kept must be a positive int");
     WeightMap map;
     std::vector<F32> keep;  // the arrays stay referenced while they are packed
-    const auto shapes = expected_shapes(dims);
-    for (const auto& [name, shape] : shapes) {
-      if (!weights.contains(name.c_str()))
-        throw py::value_error("weights has no tensor '" + name + "' (shape " + shape_str(shape) +
-                              ") for this config");
-      keep.push_back(checked(weights[name.c_str()], "weights['" + name + "']", shape));
-      map[name] = keep.back().data();
+    keep.reserve(weights.size());
+    for (const auto& [key, value] : weights) {
+      if (!py::isinstance<py::str>(key))
+        throw py::type_error("weights keys must be str, got " +
+                             std::string(py::str(py::type::handle_of(key).attr("__name__"))));
+      const std::string name = key.cast<std::string>();
+      const py::ssize_t ndim = py::isinstance<py::array>(value)
+                                   ? py::reinterpret_borrow<py::array>(value).ndim() : 0;
+      keep.push_back(checked(value, "weights['" + name + "']", std::vector<long>(ndim, -1)));
+      map.add(name, keep.back().data(), shape_of(keep.back()));
     }
-    if (weights.size() != shapes.size())
-      throw py::value_error("weights has " + std::to_string(weights.size()) +
-                            " tensors, the config needs " + std::to_string(shapes.size()) +
-                            ": remove the ones it does not name");
-    const int nt = threads_or_default(threads);
     py::gil_scoped_release nogil;  // packing takes a while; the arrays stay referenced in keep
-    model = std::make_unique<Model>(dims, map, p, nt, isa);
+    model = std::make_unique<Model>(dims, map, p, threads, isa, batch_sizes_kept);
   }
 
   // images as (B, C, H, W) float32 in place, 1 <= B and small enough for int indices
@@ -202,6 +202,13 @@ py::dict profile(PyModel& self, py::handle images, int rounds) {
 }
 
 // ---- single ops for the op-level tests -----------------------------------------------------------
+//
+// Each op computes as the forward pass does in `precision`: linear and patch_embed with the
+// precision's packed weights and converted activations (bf16 operands, or int8 weights per
+// output channel and u8 activations per row), fp32 accumulation; attention in bf16 with the
+// bf16 kernel of the blocks (bf16 q, k, v and probabilities, fp32 softmax and sums, bf16 out),
+// in int8 in fp32 as the model runs it; layernorm and bias_gelu in fp32 in every precision, as
+// the model computes them (their bf16 output rounding is the next linear's operand rounding).
 
 Epilogue epilogue_of(const std::string& name) {
   if (name == "none") return Epilogue::Bias;
@@ -211,9 +218,18 @@ Epilogue epilogue_of(const std::string& name) {
   throw py::value_error("unknown epilogue '" + name + "'; one of none, gelu_erf, gelu_tanh, residual");
 }
 
+struct OpRun {
+  Precision precision;
+  Engine engine;
+  int threads;
+  OpRun(const std::string& prec, const std::string& isa, int threads_)
+      : precision(precision_of(prec)), engine(engine_for(precision, isa)),
+        threads(threads_or_default(threads_)) {}
+};
+
 py::array_t<float> op_linear(py::handle x_, py::handle w_, py::handle b_,
-                             const std::string& epilogue, py::handle r_, const std::string& isa,
-                             int threads) {
+                             const std::string& epilogue, py::handle r_,
+                             const std::string& precision, const std::string& isa, int threads) {
   const Epilogue epi = epilogue_of(epilogue);
   F32 x = checked(x_, "x", {-1, -1});
   check_nonempty(x, "x");
@@ -229,50 +245,51 @@ py::array_t<float> op_linear(py::handle x_, py::handle w_, py::handle b_,
   } else if (!r_.is_none()) {
     throw py::value_error("residual is only used with epilogue 'residual'");
   }
-  if (m * std::max(n, k) >= INT_MAX) throw py::value_error("x and weight are too large");
-  const Kernels& kern = kernels(isa);
-  const int nt = threads_or_default(threads);
+  if (m * (std::max(n, k) + 4) >= INT_MAX) throw py::value_error("x and weight are too large");
+  const OpRun run(precision, isa, threads);
   py::array_t<float> out({m, n});
+  const float* xp = x.data();
+  const float* wp = w.data();
+  const float* bp = b_.is_none() ? nullptr : b.data();
+  const float* rp = r_.is_none() ? nullptr : r.data();
+  float* y = out.mutable_data();
   {
-    const float* xp = x.data();
-    const float* wp = w.data();
-    const float* bp = b_.is_none() ? nullptr : b.data();
-    const float* rp = r_.is_none() ? nullptr : r.data();
-    float* y = out.mutable_data();
     py::gil_scoped_release nogil;
-    const Linear l = pack_linear(wp, bp, static_cast<int>(n), static_cast<int>(k), Precision::F32,
-                                 kern.nr);
-    const GemmF32 g{xp, k, l.w32.data(), l.bias.data(), y, n, rp, n, static_cast<int>(m),
-                    static_cast<int>(n), static_cast<int>(k), epi};
-    parallel(nt, [&](Team t) { gemm_f32(kern, g, t); });
+    const Linear l = pack_linear(wp, bp, static_cast<int>(n), static_cast<int>(k), run.precision,
+                                 run.engine.nr(run.precision));
+    OperandBuffers buffers;
+    const Operand op = buffers.reserve(run.engine, m, l.kp);
+    parallel(run.threads, [&](Team t) {
+      linear(run.engine, l, xp, k, static_cast<int>(m), y, n, epi, rp, n, op, t);
+    });
   }
   return out;
 }
 
 py::array_t<float> op_layernorm(py::handle x_, py::handle w_, py::handle b_, double eps,
-                                const std::string& isa, int threads) {
+                                const std::string& precision, const std::string& isa,
+                                int threads) {
   F32 x = checked(x_, "x", {-1, -1});
   check_nonempty(x, "x");
   const long m = x.shape(0), c = x.shape(1);
   F32 w = checked(w_, "weight", {c}), b = checked(b_, "bias", {c});
   if (!(eps > 0)) throw py::value_error("eps must be positive");
-  const Kernels& kern = kernels(isa);
-  const int nt = threads_or_default(threads);
+  const OpRun run(precision, isa, threads);
   py::array_t<float> out({m, c});
   const float *xp = x.data(), *wp = w.data(), *bp = b.data();
   float* y = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    parallel(nt, [&](Team t) {
-      layernorm(kern, xp, c, y, c, static_cast<int>(m), static_cast<int>(c), wp, bp,
+    parallel(run.threads, [&](Team t) {
+      layernorm(*run.engine.f32, xp, c, y, c, static_cast<int>(m), static_cast<int>(c), wp, bp,
                 static_cast<float>(eps), t);
     });
   }
   return out;
 }
 
-py::array_t<float> op_attention(py::handle qkv_, int heads, const std::string& isa,
-                                int threads) {
+py::array_t<float> op_attention(py::handle qkv_, int heads, const std::string& precision,
+                                const std::string& isa, int threads) {
   F32 qkv = checked(qkv_, "qkv", {-1, -1, -1});
   check_nonempty(qkv, "qkv");
   const long batch = qkv.shape(0), tokens = qkv.shape(1), three_d = qkv.shape(2);
@@ -280,61 +297,119 @@ py::array_t<float> op_attention(py::handle qkv_, int heads, const std::string& i
   const long dim = three_d / 3;
   if (heads <= 0 || dim % heads)
     throw py::value_error("num_heads must be positive and divide D = " + std::to_string(dim));
-  if (batch * tokens * three_d >= INT_MAX) throw py::value_error("qkv is too large");
-  const Kernels& kern = kernels(isa);
-  const int nt = threads_or_default(threads);
-  const int tp = attention_tp(static_cast<int>(tokens));
+  if (batch * (tokens + 16) * three_d >= INT_MAX) throw py::value_error("qkv is too large");
+  const OpRun run(precision, isa, threads);
+  const int tp = attention_tp(static_cast<int>(tokens)), hd = static_cast<int>(dim / heads);
   py::array_t<float> out({batch, tokens, dim});
   const float* in = qkv.data();
   float* o = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    Buffer<float> kt(batch * dim * tp);
-    const long stride = attention_scratch(kern.attention_block, tp, static_cast<int>(dim / heads));
-    Buffer<float> scratch(nt * stride);
-    const Attention at{in, o, kt.data(), static_cast<int>(batch), static_cast<int>(tokens),
-                       static_cast<int>(dim), heads, tp, static_cast<int>(tokens)};
-    parallel(nt, [&](Team t) { attention(kern, at, scratch.data(), stride, t); });
+    Attention at{in, o, nullptr, static_cast<int>(batch), static_cast<int>(tokens),
+                 static_cast<int>(dim), heads, tp, static_cast<int>(tokens)};
+    if (run.engine.bf16) {
+      const long hdp = (hd + 1) / 2 * 2;
+      Buffer<uint16_t> kt16(batch * heads * hdp * tp), v16(batch * heads * hdp * tp);
+      Buffer<uint16_t> out16(batch * tokens * dim);  // (B * T, D)
+      at.out = nullptr;
+      at.kt16 = kt16.data();
+      at.v16 = v16.data();
+      at.out16 = out16.data();
+      at.ldo16 = dim;
+      const KernelsBf16& k = *run.engine.bf16;
+      const long stride = attention_scratch(k.attention_block, tp, hd);
+      Buffer<float> scratch(run.threads * stride);
+      parallel(run.threads, [&](Team t) { attention_bf16(k, at, scratch.data(), stride, t); });
+      for (long i = 0; i < batch * tokens * dim; ++i) {  // bf16 widens to fp32 exactly
+        const uint32_t bits = static_cast<uint32_t>(out16.data()[i]) << 16;
+        std::memcpy(o + i, &bits, sizeof bits);
+      }
+    } else {
+      const Kernels& k = *run.engine.f32;
+      Buffer<float> kt(batch * dim * tp);
+      at.kt = kt.data();
+      const long stride = attention_scratch(k.attention_block, tp, hd);
+      Buffer<float> scratch(run.threads * stride);
+      parallel(run.threads, [&](Team t) { attention(k, at, scratch.data(), stride, t); });
+    }
   }
   return out;
 }
 
 py::array_t<float> op_bias_gelu(py::handle x_, py::handle b_, const std::string& form,
-                                const std::string& isa, int threads) {
+                                const std::string& precision, const std::string& isa,
+                                int threads) {
   if (form != "erf" && form != "tanh") throw py::value_error("form must be 'erf' or 'tanh'");
   F32 x = checked(x_, "x", {-1, -1});
   check_nonempty(x, "x");
   const long m = x.shape(0), n = x.shape(1);
   F32 b = checked(b_, "bias", {n});
-  const Kernels& kern = kernels(isa);
-  const int nt = threads_or_default(threads);
+  const OpRun run(precision, isa, threads);
   py::array_t<float> out({m, n});
   const float *xp = x.data(), *bp = b.data();
   float* y = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    parallel(nt, [&](Team t) {
+    const Kernels& k = *run.engine.f32;
+    parallel(run.threads, [&](Team t) {
       long r0, r1;
       t.split(m, &r0, &r1);
-      if (r0 < r1) kern.bias_gelu(xp + r0 * n, y + r0 * n, n, static_cast<int>(r1 - r0),
-                                  static_cast<int>(n), bp, form == "tanh");
+      if (r0 < r1) k.bias_gelu(xp + r0 * n, y + r0 * n, n, static_cast<int>(r1 - r0),
+                               static_cast<int>(n), bp, form == "tanh");
     });
   }
   return out;
 }
 
-// A packed linear layer for the GEMM benchmark and the reduced-precision op tests: weights
-// packed once, then x (M, K) -> (M, N) per call.
+// images (B, C, H, W), weight (D, C, P, P), bias (D,) -> (B, H/P * W/P, D), the model's path
+// without the patch norms.
+py::array_t<float> op_patch_embed(py::handle images_, py::handle w_, py::handle b_,
+                                  const std::string& precision, const std::string& isa,
+                                  int threads) {
+  F32 images = checked(images_, "images", {-1, -1, -1, -1});
+  check_nonempty(images, "images");
+  const long batch = images.shape(0), chans = images.shape(1), height = images.shape(2),
+             width = images.shape(3);
+  F32 w = checked(w_, "weight", {-1, chans, -1, -1});
+  check_nonempty(w, "weight");
+  const long dim = w.shape(0), patch = w.shape(2);
+  if (w.shape(3) != patch || height % patch || width % patch)
+    throw py::value_error("weight has shape " + shape_str(shape_of(w)) + " and images " +
+                          shape_str(shape_of(images)) + ": patches must be square and tile "
+                          "the images");
+  F32 b = checked(b_, "bias", {dim});
+  const long n = (height / patch) * (width / patch), cols = chans * patch * patch;
+  if (batch * n * (std::max(cols, dim) + 4) >= INT_MAX)
+    throw py::value_error("images are too many for one call: split the batch");
+  const OpRun run(precision, isa, threads);
+  py::array_t<float> out({batch, n, dim});
+  const float *ip = images.data(), *wp = w.data(), *bp = b.data();
+  float* y = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    // (D, C, P, P) is already (D, C*P*P) in im2col's (c, py, px) order
+    const Linear proj = pack_linear(wp, bp, static_cast<int>(dim), static_cast<int>(cols),
+                                    run.precision, run.engine.nr(run.precision));
+    Buffer<float> patches(batch * n * cols);
+    OperandBuffers buffers;
+    const Operand op = buffers.reserve(run.engine, batch * n, proj.kp);
+    const PatchEmbed pe{ip, static_cast<int>(batch), static_cast<int>(chans),
+                        static_cast<int>(height), static_cast<int>(width),
+                        static_cast<int>(patch), nullptr, nullptr, 0.0f, patches.data(), y};
+    parallel(run.threads, [&](Team t) { patch_embed(run.engine, proj, pe, op, t); });
+  }
+  return out;
+}
+
+// A packed linear layer for the GEMM benchmark: weights packed once, then x (M, K) -> (M, N)
+// per call.
 struct PyLinear {
   Engine engine;
   Linear layer;
   int threads;
   std::string precision;
   std::mutex mutex;  // the operand scratch below is reused across calls
-  Buffer<uint16_t> a16;
-  Buffer<uint8_t> a8;
-  Buffer<float> scale;
-  Buffer<int32_t> zero;
+  OperandBuffers operand;
 
   PyLinear(py::handle w_, py::handle b_, const std::string& prec, const std::string& isa,
            int threads_)
@@ -343,15 +418,10 @@ struct PyLinear {
     check_nonempty(w, "weight");
     const long n = w.shape(0), k = w.shape(1);
     F32 b = b_.is_none() ? F32() : checked(b_, "bias", {n});
-    const char* why = nullptr;
-    engine.f32 = &kernels(isa);
     const Precision p = precision_of(prec);
-    if (p == Precision::BF16 && !(engine.bf16 = kernels_bf16(&why))) throw Unsupported(why);
-    if (p == Precision::INT8 && !(engine.int8 = kernels_int8(&why))) throw Unsupported(why);
-    const int nr = p == Precision::F32 ? engine.f32->nr
-                   : p == Precision::BF16 ? engine.bf16->nr : engine.int8->nr;
+    engine = engine_for(p, isa);
     layer = pack_linear(w.data(), b_.is_none() ? nullptr : b.data(), static_cast<int>(n),
-                        static_cast<int>(k), p, nr);
+                        static_cast<int>(k), p, engine.nr(p));
   }
 
   py::array_t<float> call(py::handle x_, const std::string& epilogue, py::handle r_,
@@ -369,13 +439,7 @@ struct PyLinear {
     float* y = out.mutable_data();
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lock(mutex);
-    if (engine.bf16) a16.reserve(m * layer.kp);
-    if (engine.int8) {
-      a8.reserve(m * layer.kp);
-      scale.reserve(m);
-      zero.reserve(m);
-    }
-    const Operand op{a16.data(), a8.data(), scale.data(), zero.data()};
+    const Operand op = operand.reserve(engine, m, layer.kp);
     parallel(threads, [&](Team t) {
       linear(engine, layer, xp, layer.k, static_cast<int>(m), y, n, epi, rp, n, op, t);
     });
@@ -402,16 +466,22 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("isas", [] { return std::string(cpu_isas()); },
         "The kernel sets this CPU runs, best first, space separated.");
   m.def("max_threads", [] { return omp_get_max_threads(); },
-        "The default thread count (OMP_NUM_THREADS, else the cores).");
+        "OpenMP's default thread count (OMP_NUM_THREADS, else the cores).");
 
   py::class_<PyModel>(m, "Model")
-      .def(py::init<const py::dict&, const py::dict&, const std::string&, int, const std::string&>(),
-           py::arg("config"), py::arg("weights"), py::arg("precision") = "fp32",
-           py::arg("threads") = 0, py::arg("isa") = "auto")
+      .def(py::init<const py::dict&, const py::dict&, const std::string&, int, const std::string&,
+                    int>(),
+           py::arg("config"), py::arg("weights"), py::arg("precision"), py::arg("threads"),
+           py::arg("isa"), py::arg("batch_sizes_kept"),
+           "config: _native.config_fields(cfg); weights: name -> float32 array")
       .def("forward", &PyModel::forward, py::arg("images"),
            "(B, C, H, W) float32 C-contiguous -> (B, num_classes) float32 logits")
       .def("profile", &profile, py::arg("images"), py::arg("rounds") = 10,
            "seconds per kind of op of one forward pass, averaged over rounds")
+      .def("cached_batch_sizes", [](PyModel& s) { return s.model->cached_batch_sizes(); },
+           "the batch sizes whose workspaces are kept, least recently used first")
+      .def("clear_cache", [](PyModel& s) { s.model->clear_cache(); },
+           "drop every kept workspace")
       .def_property_readonly("threads", [](const PyModel& s) { return s.model->threads(); })
       .def_property_readonly("isa", [](const PyModel& s) { return std::string(s.model->isa()); })
       .def_readonly("precision", &PyModel::precision);
@@ -425,13 +495,19 @@ PYBIND11_MODULE(_cpu, m) {
            "x (M, K) -> epilogue(x @ weight.T + bias) (M, N), into out when given")
       .def_readonly("precision", &PyLinear::precision);
 
+  // The single ops; precision, isa and threads (0: OpenMP's default) by keyword.
   m.def("linear", &op_linear, py::arg("x"), py::arg("weight"), py::arg("bias"),
-        py::arg("epilogue") = "none", py::arg("residual") = py::none(), py::arg("isa") = "auto",
-        py::arg("threads") = 0);
+        py::arg("epilogue") = "none", py::arg("residual") = py::none(), py::kw_only(),
+        py::arg("precision") = "fp32", py::arg("isa") = "auto", py::arg("threads") = 0);
   m.def("layernorm", &op_layernorm, py::arg("x"), py::arg("weight"), py::arg("bias"),
-        py::arg("eps"), py::arg("isa") = "auto", py::arg("threads") = 0);
-  m.def("attention", &op_attention, py::arg("qkv"), py::arg("num_heads"), py::arg("isa") = "auto",
+        py::arg("eps"), py::kw_only(), py::arg("precision") = "fp32", py::arg("isa") = "auto",
         py::arg("threads") = 0);
+  m.def("attention", &op_attention, py::arg("qkv"), py::arg("num_heads"), py::kw_only(),
+        py::arg("precision") = "fp32", py::arg("isa") = "auto", py::arg("threads") = 0);
   m.def("bias_gelu", &op_bias_gelu, py::arg("x"), py::arg("bias"), py::arg("form") = "erf",
-        py::arg("isa") = "auto", py::arg("threads") = 0);
+        py::kw_only(), py::arg("precision") = "fp32", py::arg("isa") = "auto",
+        py::arg("threads") = 0);
+  m.def("patch_embed", &op_patch_embed, py::arg("images"), py::arg("weight"), py::arg("bias"),
+        py::kw_only(), py::arg("precision") = "fp32", py::arg("isa") = "auto",
+        py::arg("threads") = 0);
 }

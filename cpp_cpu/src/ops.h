@@ -1,20 +1,12 @@
-// ops.h — drivers: each op split over a team of threads, calling the per-ISA kernels.
+// ops.h — drivers: each op split over a team of threads, calling the per-ISA kernels (the
+// linear op's driver is linear.h).
 #pragma once
 
 #include "kernels.h"
+#include "linear.h"
 #include "parallel.h"
 
 namespace polyvit::cpu {
-
-// This thread's block of a GEMM with `rows` rows and `panels` column panels: threads form a
-// grid over (rows, panels), panels first, which at batch 1 (50 rows) splits the weights rather
-// than the few rows, so each thread streams only its part of the weights.
-struct GemmPart { int m0, m1, p0, p1; };
-GemmPart gemm_part(int rows, int panels, int mr, Team team);
-
-void gemm_f32(const Kernels& k, const GemmF32& g, Team team);
-void gemm_bf16(const KernelsBf16& k, const GemmBf16& g, Team team);
-void gemm_int8(const KernelsInt8& k, const GemmInt8& g, Team team);
 
 void layernorm(const Kernels& k, const float* x, long ldx, float* y, long ldy, int rows, int c,
                const float* w, const float* b, float eps, Team team);
@@ -27,5 +19,20 @@ void attention_bf16(const KernelsBf16& k, const Attention& at, float* scratch, l
 
 // Keys padded to whole vectors of the widest ISA (16 floats).
 inline int attention_tp(int tokens) { return (tokens + 15) / 16 * 16; }
+
+// The patch embedding: images (B, C, H, W) -> patches (B * N, C*P*P) by im2col in (c, py, px)
+// order, each row layer-normed when norm_w is set (patch_norm_pre), then out (B * N, D) =
+// linear(proj). Barriers inside: every thread of the team calls it.
+struct PatchEmbed {
+  const float* images;              // (B, C, H, W)
+  int batch, chans, height, width, patch;
+  const float* norm_w = nullptr;    // (C*P*P,) or nullptr
+  const float* norm_b = nullptr;    // (C*P*P,)
+  float eps = 0.0f;
+  float* patches;                   // (B * N, C*P*P) scratch
+  float* out;                       // (B * N, D)
+};
+void patch_embed(const Engine& e, const Linear& proj, const PatchEmbed& pe, const Operand& op,
+                 Team team);
 
 }  // namespace polyvit::cpu

@@ -1,8 +1,9 @@
 """Backend "cpp": the C++ CPU forward pass of polyvit._cpu (cpp_cpu/, hand-written SIMD kernels).
 
 fp32 is the parity precision; bf16 (AVX512_BF16 dot products, fp32 accumulation) and int8
-(weights per output channel, activations per token, AVX512_VNNI) trade accuracy for speed and
-are measured against fp32 in tests/test_cpp_precisions.py. The extension is imported lazily.
+(weights per output channel, activations per token, AVX512_VNNI) trade accuracy for speed. The
+native side receives the config as config_fields(cfg) and the weights by their names, and
+checks each tensor where it takes it. The extension is imported lazily.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import ViTConfig
-from ..errors import BackendError
-from .base import LINEAR_EPILOGUES, Backend
+from . import _native
+from .base import THREADS, Backend, Ops, choice_option
 
 ISAS = ("auto", "avx512", "avx2", "generic")
 NEEDS = {"bf16": "avx512_bf16", "int8": "avx512_vnni"}  # CPU feature each precision needs
 
 
-def _native():
+def _cpu():
     from .. import _cpu
 
     return _cpu
@@ -28,12 +29,14 @@ def _native():
 class CppBackend(Backend):
     name = "cpp"
     precisions = ("fp32", "bf16", "int8")
-    options = ("threads", "isa")
+    option_specs = (THREADS, choice_option(
+        "isa", ISAS, "auto", "the kernel set that runs: auto picks the best this CPU has; "
+        "bf16 and int8 need avx512 (tests and benchmarks force one)"))
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         try:
-            _native()
+            _cpu()
         except ImportError as exc:
             return False, (f"the C++ extension polyvit._cpu is not built ({exc}); reinstall "
                            "polyvit from source with a C++17 compiler, OpenMP and CMake >= 3.25: "
@@ -41,34 +44,31 @@ class CppBackend(Backend):
         return True, ""
 
     @classmethod
-    def ops(cls, isa: str = "auto", threads: int | None = None) -> "CppOps":
-        return CppOps(isa, threads)
-
-    @classmethod
-    def supports(cls, precision: str) -> tuple[bool, str]:
-        """(True, "") when this CPU runs `precision`, else (False, why)."""
+    def supports(cls, precision: str, isa: str = "auto", **options: Any) -> tuple[bool, str]:
+        """(True, "") when this CPU runs `precision` with the kernel set `isa`, else (False, why)."""
+        cpu = _cpu()
+        if isa != "auto" and isa not in cpu.isas().split():
+            return False, (f"isa {isa!r}: this CPU runs only {cpu.isas().replace(' ', ', ')}; "
+                           "use isa='auto'")
         feature = NEEDS.get(precision)
-        if feature and not _native().cpu_has(feature):
+        if feature and not cpu.cpu_has(feature):
             return False, (f"precision {precision!r} needs a CPU with {feature.upper()}, which "
                            "this one lacks; use precision='fp32'")
+        if feature and isa not in ("auto", "avx512"):
+            return False, (f"precision {precision!r} runs with the avx512 kernels, not "
+                           f"isa={isa!r}; use isa='auto' or 'avx512'")
         return True, ""
+
+    @classmethod
+    def make_ops(cls, precision: str, threads: int, isa: str) -> "CppOps":
+        return CppOps(precision, threads, isa)
 
     def __init__(self, config: ViTConfig, weights: Mapping[str, np.ndarray],
                  precision: str = "fp32", **options: Any) -> None:
-        """options: threads (default OMP_NUM_THREADS, else all cores); isa (auto, avx512,
-        avx2, generic: which kernel set runs; auto picks the best this CPU has)."""
         super().__init__(config, weights, precision, **options)
-        threads, isa = options.get("threads"), options.get("isa", "auto")
-        ok, why = self.supports(precision)
-        if not ok:
-            raise BackendError(why)
-        if isa not in ISAS:
-            raise BackendError(f"isa {isa!r} is not one of {', '.join(ISAS)}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                    or threads < 1):
-            raise BackendError(f"threads must be a positive int, got {threads!r}")
-        self._model = _native().Model(config.to_dict(), dict(weights), precision,
-                                      threads or 0, isa)
+        self._model = _cpu().Model(_native.config_fields(config), dict(weights), precision,
+                                   self.options["threads"], self.options["isa"],
+                                   _native.BATCH_SIZES_KEPT)
 
     @property
     def threads(self) -> int:
@@ -76,29 +76,44 @@ class CppBackend(Backend):
 
     @property
     def isa(self) -> str:
+        """The kernel set in use (what isa='auto' picked)."""
         return self._model.isa
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         return self._model.forward(images)
 
+    def profile(self, images: np.ndarray, rounds: int = 10) -> dict[str, float]:
+        """Seconds per kind of op of one forward pass, averaged over rounds."""
+        return self._model.profile(images, rounds)
 
-class CppOps:
-    """The native ops on float32 numpy arrays (checked at the native boundary)."""
+    def cached_batch_sizes(self) -> list[int]:
+        """Batch sizes whose workspaces are kept, least recently used first."""
+        return self._model.cached_batch_sizes()
 
-    def __init__(self, isa: str = "auto", threads: int | None = None) -> None:
-        self._cpu = _native()
-        self._kw = {"isa": isa, "threads": threads or 0}
+    def clear_cache(self) -> None:
+        self._model.clear_cache()
 
-    def linear(self, x, weight, bias, epilogue="none", residual=None):
-        if epilogue not in LINEAR_EPILOGUES:
-            raise ValueError(f"unknown epilogue {epilogue!r}; one of {LINEAR_EPILOGUES}")
+
+class CppOps(Ops):
+    """The native single ops in a precision, on arrays base.Ops has checked (and the native
+    boundary checks again)."""
+
+    def __init__(self, precision: str, threads: int, isa: str) -> None:
+        super().__init__(precision)
+        self._cpu = _cpu()
+        self._kw = {"precision": precision, "isa": isa, "threads": threads}
+
+    def _linear(self, x, weight, bias, epilogue, residual):
         return self._cpu.linear(x, weight, bias, epilogue, residual, **self._kw)
 
-    def layernorm(self, x, weight, bias, eps):
-        return self._cpu.layernorm(x, weight, bias, float(eps), **self._kw)
+    def _layernorm(self, x, weight, bias, eps):
+        return self._cpu.layernorm(x, weight, bias, eps, **self._kw)
 
-    def attention(self, qkv, num_heads):
-        return self._cpu.attention(qkv, int(num_heads), **self._kw)
+    def _attention(self, qkv, num_heads):
+        return self._cpu.attention(qkv, num_heads, **self._kw)
 
-    def bias_gelu(self, x, bias, form="erf"):
+    def _bias_gelu(self, x, bias, form):
         return self._cpu.bias_gelu(x, bias, form, **self._kw)
+
+    def _patch_embed(self, images, weight, bias):
+        return self._cpu.patch_embed(images, weight, bias, **self._kw)

@@ -1,11 +1,12 @@
-// gemm_bf16.cpp — bf16 GEMM (vdpbf16ps: pairs of bf16 products summed into fp32 lanes) with the
-// same fused epilogues as the fp32 GEMM, writing fp32 or, for a bf16 consumer, bf16.
+// linear_bf16.cpp — the bf16 tiles of linear (vdpbf16ps: pairs of bf16 products summed into
+// fp32 lanes) with the fused epilogues of the fp32 tiles, writing fp32 or, for a bf16
+// consumer, bf16.
 //
 // A is bf16 (M, Kp); B is packed with pairs of k interleaved per column, so one 32-bit
 // broadcast of A (two k) against one vector of B (16 columns x two k) is one instruction.
 // AVX512_BF16 only: compiled into its own object with -mavx512bf16.
 #include "epilogue.h"
-#include "gemm_loop.h"
+#include "linear_tile.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -14,7 +15,7 @@ namespace {
 
 constexpr int NV = 2, MR = 12, NR = NV * W;
 
-// As the fp32 tile (gemm_f32.cpp); one k step is a pair of k.
+// As the fp32 tile (linear_f32.cpp); one k step is a pair of k.
 template <int M>
 void tile(const GemmBf16& g, int row, int col, int ncols, const uint16_t* bp, const char* pf) {
   V acc[M][NV];
@@ -62,10 +63,10 @@ constexpr TileFn kTiles[MR + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, 
 
 }  // namespace
 
-extern const int gemm_bf16_nr = NR;
+extern const int linear_bf16_nr = NR;
 
-void gemm_bf16(const GemmBf16& g, int m0, int m1, int p0, int p1) {
-  gemm_loop<MR>(g, m0, m1, p0, p1, NR, g.b, static_cast<long>(g.kp) * NR, 2L * g.kp, g.kp / 2,
+void linear_bf16(const GemmBf16& g, int m0, int m1, int p0, int p1) {
+  tile_loop<MR>(g, m0, m1, p0, p1, NR, g.b, static_cast<long>(g.kp) * NR, 2L * g.kp, g.kp / 2,
                 kTiles);
 }
 

@@ -6,19 +6,19 @@
 
 namespace polyvit::cpu {
 
-void im2col(const float* images, int channels, int image, int patch, float* out, long r0,
-            long r1) {
-  const int grid = image / patch;
-  const long patches = static_cast<long>(grid) * grid;
+void im2col(const float* images, int channels, int height, int width, int patch, float* out,
+            long r0, long r1) {
+  const int gw = width / patch;
+  const long patches = static_cast<long>(height / patch) * gw;
   const long cols = static_cast<long>(channels) * patch * patch;
   for (long r = r0; r < r1; ++r) {
     const long b = r / patches;
-    const int p = static_cast<int>(r % patches), gy = p / grid, gx = p % grid;
+    const int p = static_cast<int>(r % patches), gy = p / gw, gx = p % gw;
     float* dst = out + r * cols;
     for (int c = 0; c < channels; ++c) {
-      const float* plane = images + (b * channels + c) * image * static_cast<long>(image);
+      const float* plane = images + (b * channels + c) * static_cast<long>(height) * width;
       for (int py = 0; py < patch; ++py, dst += patch)
-        std::memcpy(dst, plane + (gy * patch + py) * static_cast<long>(image) + gx * patch,
+        std::memcpy(dst, plane + (gy * patch + py) * static_cast<long>(width) + gx * patch,
                     sizeof(float) * patch);
     }
   }

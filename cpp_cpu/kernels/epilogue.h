@@ -1,5 +1,5 @@
 // epilogue.h — what every GEMM kernel does to a finished tile of accumulators: add the bias,
-// apply GELU or add the residual, store the valid columns. Included by the gemm_*.cpp kernel
+// apply GELU or add the residual, store the valid columns. Included by the linear_*.cpp kernel
 // files (anonymous namespace: each ISA keeps its own copy).
 #pragma once
 

@@ -1,6 +1,6 @@
 // kernels.h — the per-ISA kernels and the table that picks one set at run time.
 //
-// Each kernel file (gemm_f32.cpp, layernorm.cpp, ...) is compiled once per instruction set
+// Each kernel file (linear_f32.cpp, layernorm.cpp, ...) is compiled once per instruction set
 // into namespace polyvit::cpu::<isa>; dispatch.cpp fills one Kernels table per ISA. Kernels
 // compute a given slice of the work; the drivers (ops.cpp, model.cpp) split work over threads.
 #pragma once
@@ -69,8 +69,8 @@ struct Attention {
 struct Kernels {
   const char* isa;
   int nr;  // columns per packed fp32 weight panel
-  // C[m0:m1, panel p0:p1] of one fp32 GEMM
-  void (*gemm_f32)(const GemmF32&, int m0, int m1, int p0, int p1);
+  // C[m0:m1, panel p0:p1] of one fp32 linear
+  void (*linear_f32)(const GemmF32&, int m0, int m1, int p0, int p1);
   // y[i] = layernorm(x[i]) for rows [0, rows) of width c
   void (*layernorm)(const float* x, long ldx, float* y, long ldy, int rows, int c,
                     const float* w, const float* b, float eps);
@@ -87,7 +87,7 @@ struct Kernels {
 // Reduced-precision kernels exist only for the instruction sets that have the dot products.
 struct KernelsBf16 {
   int nr;
-  void (*gemm)(const GemmBf16&, int m0, int m1, int p0, int p1);
+  void (*linear)(const GemmBf16&, int m0, int m1, int p0, int p1);
   void (*to_bf16)(const float* x, long ldx, uint16_t* y, long ldy, int rows, int c, int cp);
   // layernorm with bf16 output rows (the next GEMM's operand), zero-padded to cp columns
   void (*layernorm)(const float* x, long ldx, uint16_t* y, long ldy, int rows, int c, int cp,
@@ -100,7 +100,7 @@ struct KernelsBf16 {
 
 struct KernelsInt8 {
   int nr;
-  void (*gemm)(const GemmInt8&, int m0, int m1, int p0, int p1);
+  void (*linear)(const GemmInt8&, int m0, int m1, int p0, int p1);
   // per-row asymmetric u8 quantisation of x (rows, c) into q (rows, cp), zero-padded
   void (*quantize)(const float* x, long ldx, uint8_t* q, long ldq, float* scale,
                    int32_t* zero, int rows, int c, int cp);
@@ -114,9 +114,9 @@ inline long attention_scratch(int block, int tp, int hd) {
 
 #define POLYVIT_DECLARE_KERNELS(ns)                                                          \
   namespace ns {                                                                             \
-  extern const int gemm_f32_nr;                                                              \
-  void gemm_f32(const GemmF32&, int, int, int, int);                                         \
-  void layernorm(const float*, long, float*, long, int, int, const float*, const float*,    \
+  extern const int linear_f32_nr;                                                            \
+  void linear_f32(const GemmF32&, int, int, int, int);                                       \
+  void layernorm(const float*, long, float*, long, int, int, const float*, const float*,     \
                  float);                                                                     \
   extern const int attention_block;                                                          \
   void attention_keys(const Attention&, int, int);                                           \
@@ -128,8 +128,8 @@ POLYVIT_DECLARE_KERNELS(generic)
 POLYVIT_DECLARE_KERNELS(avx2)
 POLYVIT_DECLARE_KERNELS(avx512)
 namespace avx512_bf16 {
-extern const int gemm_bf16_nr;
-void gemm_bf16(const GemmBf16&, int, int, int, int);
+extern const int linear_bf16_nr;
+void linear_bf16(const GemmBf16&, int, int, int, int);
 void to_bf16(const float*, long, uint16_t*, long, int, int, int);
 void layernorm_bf16(const float*, long, uint16_t*, long, int, int, int, const float*,
                     const float*, float);
@@ -138,8 +138,8 @@ void attention_bf16_keys(const Attention&, int, int);
 void attention_bf16_rows(const Attention&, int, int, float*);
 }  // namespace avx512_bf16
 namespace avx512_vnni {
-extern const int gemm_int8_nr;
-void gemm_int8(const GemmInt8&, int, int, int, int);
+extern const int linear_int8_nr;
+void linear_int8(const GemmInt8&, int, int, int, int);
 void quantize(const float*, long, uint8_t*, long, float*, int32_t*, int, int, int);
 }  // namespace avx512_vnni
 #endif

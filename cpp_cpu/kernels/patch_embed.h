@@ -1,13 +1,15 @@
-// patch_embed.h — im2col and token assembly of the patch embedding (its GEMM is linear.h's).
+// patch_embed.h — the memory-moving halves of the patch embedding: im2col before its linear
+// and the token assembly after it (the driver, patch_embed in ops.h, runs them around linear).
 #pragma once
 
 #include "kernels.h"
 
 namespace polyvit::cpu {
 
-// Rows [r0, r1) of out (B * N, C * P * P): patch n of image b flattened in (c, py, px) order.
-void im2col(const float* images, int channels, int image, int patch, float* out, long r0,
-            long r1);
+// Rows [r0, r1) of out (B * N, C * P * P): patch n of image b (B, C, H, W), row-major over
+// the (H / P, W / P) grid, flattened in (c, py, px) order.
+void im2col(const float* images, int channels, int height, int width, int patch, float* out,
+            long r0, long r1);
 
 // Rows [r0, r1) of x (B, T, D): the class token for t = 0, else the projected patch
 // proj[b, t - 1] (B, T - 1, D), layer-normed when norm_w is set; plus pos[t] (T, D).

@@ -1,11 +1,11 @@
-// gemm_int8.cpp — int8 GEMM (vpdpbusd: four u8 x s8 products summed into int32 lanes) with the
-// fused fp32 epilogues.
+// linear_int8.cpp — the int8 tiles of linear (vpdpbusd: four u8 x s8 products summed into
+// int32 lanes) with the fused fp32 epilogues.
 //
 // Activations are u8 per row with a zero point, a = sa (q - za); weights s8 per output column,
 // w = sw q. The dot product sum_k (qa - za) qw = sum_k qa qw - za sum_k qw is exact in int32
 // (K * 255 * 127 < 2^31 for K < 66000), then scaled once by sa * sw. AVX512_VNNI only.
 #include "epilogue.h"
-#include "gemm_loop.h"
+#include "linear_tile.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -14,7 +14,7 @@ namespace {
 
 constexpr int NV = 2, MR = 12, NR = NV * W;
 
-// As the fp32 tile (gemm_f32.cpp); one k step is a quad of k.
+// As the fp32 tile (linear_f32.cpp); one k step is a quad of k.
 template <int M>
 void tile(const GemmInt8& g, int row, int col, int ncols, const int8_t* bp, const char* pf) {
   struct { __m512i v; } acc[M][NV];
@@ -70,10 +70,10 @@ constexpr TileFn kTiles[MR + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, 
 
 }  // namespace
 
-extern const int gemm_int8_nr = NR;
+extern const int linear_int8_nr = NR;
 
-void gemm_int8(const GemmInt8& g, int m0, int m1, int p0, int p1) {
-  gemm_loop<MR>(g, m0, m1, p0, p1, NR, g.b, static_cast<long>(g.kp) * NR, g.kp, g.kp / 4,
+void linear_int8(const GemmInt8& g, int m0, int m1, int p0, int p1) {
+  tile_loop<MR>(g, m0, m1, p0, p1, NR, g.b, static_cast<long>(g.kp) * NR, g.kp, g.kp / 4,
                 kTiles);
 }
 

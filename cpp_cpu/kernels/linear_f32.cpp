@@ -1,4 +1,4 @@
-// gemm_f32.cpp — fp32 GEMM with fused epilogues: C = epilogue(A @ B^T + bias).
+// linear_f32.cpp — the fp32 tiles of linear: C = epilogue(A @ B^T + bias), epilogue fused.
 //
 // B (the weights) is packed once at load into panels of NR columns, k-major (pack.cpp), so
 // the micro-kernel reads one contiguous stream of B while broadcasting elements of A rows.
@@ -6,7 +6,7 @@
 // GELU, residual) runs on the registers before the single store, so C is written once.
 // Compiled once per ISA (PV_ISA names the namespace); simd.h picks the vector width.
 #include "epilogue.h"
-#include "gemm_loop.h"
+#include "linear_tile.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -25,7 +25,7 @@ constexpr int NR = NV * W;
 // ---- micro-kernel ------------------------------------------------------------------------------
 
 // Rows [row, row + M) x columns [col, col + ncols) of C; bp is the panel holding those columns;
-// each k step prefetches one line at pf into L2 (see gemm_loop.h).
+// each k step prefetches one line at pf into L2 (see linear_tile.h).
 template <int M>
 void tile(const GemmF32& g, int row, int col, int ncols, const float* bp, const char* pf) {
   V acc[M][NV];
@@ -71,10 +71,10 @@ constexpr TileFn kTiles[MR + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>};
 
 // ---- entry point -------------------------------------------------------------------------------
 
-extern const int gemm_f32_nr = NR;
+extern const int linear_f32_nr = NR;
 
-void gemm_f32(const GemmF32& g, int m0, int m1, int p0, int p1) {
-  gemm_loop<MR>(g, m0, m1, p0, p1, NR, g.b, static_cast<long>(g.k) * NR, 4L * g.k, g.k, kTiles);
+void linear_f32(const GemmF32& g, int m0, int m1, int p0, int p1) {
+  tile_loop<MR>(g, m0, m1, p0, p1, NR, g.b, static_cast<long>(g.k) * NR, 4L * g.k, g.k, kTiles);
 }
 
 }  // namespace polyvit::cpu::PV_ISA

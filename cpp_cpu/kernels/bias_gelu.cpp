@@ -1,6 +1,6 @@
 // bias_gelu.cpp — y = gelu(x + bias), erf or tanh form, over rows of width n.
 //
-// The forward pass fuses this into the fc1 GEMM's epilogue (gemm_f32.cpp); this standalone
+// The forward pass fuses this into the fc1 GEMM's epilogue (linear_f32.cpp); this standalone
 // form is the op-level entry and shares the same vector math (simd.h).
 #include "kernels.h"
 #include "simd.h"

@@ -1,6 +1,6 @@
-// gemm_loop.h — the loop around every GEMM micro-kernel: rows in L2-sized blocks, then the
+// linear_tile.h — the loop around every tile of linear: rows in L2-sized blocks, then the
 // block's packed weight panels one by one, then the panel's tiles of rows. Included by the
-// gemm_*.cpp kernel files (anonymous namespace: each ISA keeps its own copy).
+// linear_*.cpp kernel files (anonymous namespace: each ISA keeps its own copy).
 #pragma once
 
 #include "simd.h"
@@ -16,7 +16,7 @@ constexpr long kBlockBytes = 384 * 1024;
 // a panel at the next panel, so weights streaming from memory (batch 1) arrive in L2 while
 // the current panel computes; later tiles re-touch their own panel.
 template <int MR, class G, class B, class Tile>
-void gemm_loop(const G& g, int m0, int m1, int p0, int p1, int nr, const B* b, long panel,
+void tile_loop(const G& g, int m0, int m1, int p0, int p1, int nr, const B* b, long panel,
                long a_row_bytes, long steps, const Tile* tile) {
   const long panel_bytes = panel * static_cast<long>(sizeof(B)), ahead = 64 * steps;
   const int mc = imax(MR, static_cast<int>(kBlockBytes / a_row_bytes));
