@@ -2,7 +2,7 @@
 machine's peak, numpy's BLAS (OpenBLAS) measured alongside in the same run.
 
     flock /tmp/polyvit-cpu.lock python benchmarks/bench_gemm.py [--config vit_small_patch32_224]
-        [--batch 1 32] [--precision fp32 bf16 int8] [--threads N] [--peak 230] [--seconds 0.5]
+        [--batch 1 32] [--precision fp32 bf16 int8] [--threads N] [--peak 230] [--seconds 0.5] [--reps 10]
 
 Each row: the layer, M x K x N, median time of interleaved rounds (polyvit.bench.rounds; the
 weights are packed before timing), GFLOP/s, the fraction of
@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--peak", type=float, default=230.0, help="fp32 GFLOP/s peak of the machine")
     p.add_argument("--rounds", type=int, help="default: as many as --seconds allows")
     p.add_argument("--seconds", type=float, default=0.5, help="time budget of each shape's rounds")
+    p.add_argument("--reps", type=int, default=10, help="calls of a layer per round")
     args = p.parse_args()
 
     cfg = get_config(args.config)
@@ -60,14 +61,17 @@ def main() -> None:
             layers = {pr: _cpu.Linear(w, b, pr, args.isa, args.threads) for pr in args.precision}
             xt, wt = torch.from_numpy(x), torch.from_numpy(w).T
             ot = torch.from_numpy(out)
-            calls = {pr: lambda layer=layer: layer(x, args.epilogue, None, out)
-                     for pr, layer in layers.items()}
-            calls["torch"] = lambda: torch.matmul(xt, wt, out=ot)
+            ops = {pr: lambda layer=layer: layer(x, args.epilogue, None, out)
+                   for pr, layer in layers.items()}
+            ops["torch"] = lambda: torch.matmul(xt, wt, out=ot)
+            # a round times --reps calls back to back: one small GEMM takes microseconds
+            calls = {name: lambda op=op: [op() for _ in range(args.reps)]
+                     for name, op in ops.items()}
             times = run_rounds(calls, args.rounds, budget_seconds=args.seconds).seconds
             flop = 2.0 * m * k * n
-            ref = flop / np.median(times["torch"]) / 1e9
+            ref = flop / (np.median(times["torch"]) / args.reps) / 1e9
             for pr in layers:
-                t = float(np.median(times[pr]))
+                t = float(np.median(times[pr])) / args.reps
                 gf = flop / t / 1e9
                 print(f"{name:6} {pr:5} {f'{m} x {k} x {n}':>18} {1e3 * t:8.3f} {gf:8.1f} "
                       f"{gf / args.peak:8.0%} {ref:8.1f}")
