@@ -76,7 +76,8 @@ def polyvit_attention_scratch_floats(t: Int, hd: Int) abi("C") -> Int:
 def polyvit_linear(epi: Int, x: Int, x_len: Int, bp: Int, bp_len: Int, bias: Int,
                    bias_len: Int, y: Int, y_len: Int, res: Int, res_len: Int, m: Int,
                    n: Int, k: Int, tid: Int, nthreads: Int) abi("C") -> Int:
-    """Computes y (M, N) = epilogue(x (M, K) @ W^T + bias), W packed (NP, K, NR), bias (NP * NR,)."""
+    """Computes y (M, N) = epilogue(x (M, K) @ W^T + bias), W packed (NP, K, NR), bias
+    (NP * NR,)."""
     if epi < 0 or epi > EPI_RESIDUAL:
         return fail(ERR_CHOICE, 1)
     for dim in [(m, 12), (n, 13), (k, 14)]:
@@ -133,7 +134,8 @@ def polyvit_layernorm(x: Int, x_len: Int, w: Int, w_len: Int, b: Int, b_len: Int
 def polyvit_attention(qkv: Int, qkv_len: Int, y: Int, y_len: Int, scratch: Int,
                       scratch_len: Int, b: Int, t: Int, d: Int, heads: Int, tid: Int,
                       nthreads: Int) abi("C") -> Int:
-    """Attention of qkv (B, T, 3D) into y (B, T, D); scratch holds nthreads x attention_scratch_floats."""
+    """Attention of qkv (B, T, 3D) into y (B, T, D); scratch holds nthreads x
+    attention_scratch_floats."""
     for dim in [(b, 7), (t, 8), (d, 9), (heads, 10)]:
         var status = check_dim(dim[0], dim[1])
         if status != 0:

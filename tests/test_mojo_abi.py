@@ -42,7 +42,7 @@ def images():
     return parity.random_images(CFG, 2, seed=4)
 
 
-# ---- the layout: one table in Python, generated into Mojo ----------------------------------------
+# ---- the layout: one table in Python, generated into Mojo -------------------------------------
 
 
 def test_the_slots_are_the_shared_formats_names():
@@ -102,7 +102,7 @@ def test_variants_run_from_the_table(k, cfg):
     assert verdict.passed, verdict.describe()
 
 
-# ---- the weight table and config, checked by the kernels ----------------------------------------
+# ---- the weight table and config, checked by the kernels --------------------------------------
 
 
 def test_the_table_is_checked_at_load(k):
@@ -156,7 +156,7 @@ def test_every_forward_checks_the_table_again(k, images):
     assert model(images).shape == (2, CFG.num_classes)
 
 
-# ---- the single ops' C ABI checks its own arguments ---------------------------------------------
+# ---- the single ops' C ABI checks its own arguments -------------------------------------------
 
 
 def test_linear_checks_its_arguments(k):

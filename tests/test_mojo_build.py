@@ -46,7 +46,7 @@ def sources(tmp_path) -> Path:
     return copy
 
 
-# ---- availability ------------------------------------------------------------------------------
+# ---- availability -----------------------------------------------------------------------------
 
 
 def test_a_missing_compiler_says_what_to_install(monkeypatch):
@@ -90,7 +90,7 @@ def test_the_compiler_runs_without_telemetry():
     assert mojo_build.compiler_env()["MODULAR_TELEMETRY_ENABLED"] == "0"
 
 
-# ---- building ----------------------------------------------------------------------------------
+# ---- building ---------------------------------------------------------------------------------
 
 
 def test_a_build_failure_carries_the_compiler_message(compiler, sources, tmp_path, monkeypatch):
@@ -134,7 +134,7 @@ def test_an_unwritable_cache_is_reported(compiler, tmp_path, monkeypatch):
         mojo_build.build(compiler)
 
 
-# ---- the cache: reuse, damage, healing -----------------------------------------------------------
+# ---- the cache: reuse, damage, healing --------------------------------------------------------
 
 CFG = "vit_test"
 

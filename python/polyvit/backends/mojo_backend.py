@@ -53,7 +53,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
 STATUS_KINDS = dict(enumerate(mojo_build.STATUS_KINDS.values(), start=1))
 
 
-# ---- the kernels -------------------------------------------------------------------------------
+# ---- the kernels ------------------------------------------------------------------------------
 
 
 class Kernels:
@@ -91,7 +91,7 @@ def kernels() -> Kernels:
         return _kernels
 
 
-# ---- the thread team ---------------------------------------------------------------------------
+# ---- the thread team --------------------------------------------------------------------------
 
 
 class Team:
@@ -168,7 +168,7 @@ def _address(a: np.ndarray) -> int:
     return a.ctypes.data
 
 
-# ---- the single ops ----------------------------------------------------------------------------
+# ---- the single ops ---------------------------------------------------------------------------
 
 
 class MojoOps(Ops):
@@ -234,7 +234,7 @@ class MojoOps(Ops):
         return out
 
 
-# ---- the backend -------------------------------------------------------------------------------
+# ---- the backend ------------------------------------------------------------------------------
 
 
 class MojoBackend(Backend):
@@ -256,12 +256,11 @@ class MojoBackend(Backend):
     def __init__(self, config: ViTConfig, weights: Mapping[str, np.ndarray],
                  precision: str = "fp32", **options: Any) -> None:
         super().__init__(config, weights, precision, **options)
-        from ..weights import as_float32, validate
+        from ..weights import as_float32
 
         self._threads = self.options["threads"]
         self._k = kernels()
-        weights = as_float32(weights)
-        validate(config, weights)
+        weights = as_float32(weights)  # no copy: polyvit.load validated and converted them
         self._config = mojo_build.config_array(config)
         self._keep, self._table = weight_table(config, weights, self._k.nr)
         self._k.call("polyvit_vit_check_weights", _address(self._config), self._config.size,
