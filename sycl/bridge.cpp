@@ -50,11 +50,11 @@ static std::shared_ptr<Program> build_program(sycl::queue &queue, const std::str
     {
         // the JIT runs for seconds without touching Python objects
         py::gil_scoped_release release;
-        auto source_bundle = syclexp::create_kernel_bundle_from_source(
-            program->context, syclexp::source_language::sycl, source,
-            syclexp::properties{includes});
         std::string log;
         try {
+            auto source_bundle = syclexp::create_kernel_bundle_from_source(
+                program->context, syclexp::source_language::sycl, source,
+                syclexp::properties{includes});
             auto bundle = syclexp::build(source_bundle, {device},
                                          syclexp::properties{syclexp::build_options{options},
                                                              syclexp::save_log{&log}});
@@ -63,7 +63,9 @@ static std::shared_ptr<Program> build_program(sycl::queue &queue, const std::str
                     throw std::runtime_error("kernel '" + name + "' is not in the built source");
                 program->kernels.emplace(name, bundle.ext_oneapi_get_kernel(name));
             }
-        } catch (const sycl::exception &e) {
+        } catch (const std::exception &e) {
+            // sycl::exception for bad source; anything else (std::length_error from a damaged
+            // persistent cache entry) is a failed build too, which the backend can heal
             throw std::runtime_error(std::string("SYCL kernel build failed: ") + e.what() +
                                      (log.empty() ? "" : "\n" + log));
         }
