@@ -50,7 +50,7 @@ def sources(tmp_path) -> Path:
 
 
 def test_a_missing_compiler_says_what_to_install(monkeypatch):
-    monkeypatch.delenv("POLYVIT_MOJO", raising=False)
+    monkeypatch.delenv("POLYVIT_MOJO_COMPILER", raising=False)
     monkeypatch.setattr(mojo_build, "find_compiler", lambda: None)
     ok, reason = MojoBackend.availability()
     assert not ok
@@ -60,16 +60,16 @@ def test_a_missing_compiler_says_what_to_install(monkeypatch):
 
 
 def test_a_bad_compiler_path_is_named(monkeypatch, tmp_path):
-    monkeypatch.setenv("POLYVIT_MOJO", str(tmp_path / "no-such-mojo"))
+    monkeypatch.setenv("POLYVIT_MOJO_COMPILER", str(tmp_path / "no-such-mojo"))
     ok, reason = MojoBackend.availability()
-    assert not ok and "POLYVIT_MOJO=" in reason and "no-such-mojo" in reason
+    assert not ok and "POLYVIT_MOJO_COMPILER=" in reason and "no-such-mojo" in reason
 
 
 def test_a_compiler_that_does_not_run_is_reported(monkeypatch, tmp_path):
     broken = tmp_path / "mojo"
     broken.write_text("#!/bin/sh\necho 'mojo: cannot find libKGENCompilerRTShared' >&2\nexit 3\n")
     broken.chmod(0o755)
-    monkeypatch.setenv("POLYVIT_MOJO", str(broken))
+    monkeypatch.setenv("POLYVIT_MOJO_COMPILER", str(broken))
     ok, reason = MojoBackend.availability()
     assert not ok and "does not run" in reason and "exited 3" in reason
     assert "libKGENCompilerRTShared" in reason

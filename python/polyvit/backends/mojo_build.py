@@ -13,7 +13,7 @@ epilogue and GELU ids, the status kinds) is written by Python: layout_source() r
 the tables below into model_layout.mojo in each build's sources, and the library returns the
 text's hash from polyvit_layout_hash(), compared at load.
 
-Environment: POLYVIT_MOJO (the `mojo` executable; default: next to this Python, then PATH),
+Environment: POLYVIT_MOJO_COMPILER (the `mojo` executable; default: next to this Python, then PATH),
 POLYVIT_CACHE_DIR (default: $XDG_CACHE_HOME/polyvit, else ~/.cache/polyvit),
 POLYVIT_MOJO_SOURCES (a directory of sources laid out as mojo/ to build instead of the
 packaged ones), POLYVIT_MOJO_FLAGS (extra compiler flags, e.g. "--target-cpu haswell").
@@ -179,10 +179,10 @@ def source_dir() -> Path | None:
 
 
 def find_compiler() -> str | None:
-    """The `mojo` executable: $POLYVIT_MOJO, else the one installed next to this Python, else
-    the one on PATH. The pip wrapper in the environment's bin/ sets up the compiler's paths;
+    """The `mojo` executable: $POLYVIT_MOJO_COMPILER, else the one installed next to this
+    Python, else the one on PATH. The pip wrapper in the environment's bin/ sets up the compiler's paths;
     the raw binary inside site-packages would not find its standard library."""
-    explicit = os.environ.get("POLYVIT_MOJO")
+    explicit = os.environ.get("POLYVIT_MOJO_COMPILER")
     if explicit:
         return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
     for scripts in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
@@ -240,9 +240,9 @@ def availability() -> tuple[bool, str]:
                        "reinstall polyvit")
     compiler = find_compiler()
     if compiler is None:
-        explicit = os.environ.get("POLYVIT_MOJO")
+        explicit = os.environ.get("POLYVIT_MOJO_COMPILER")
         if explicit:
-            return False, (f"POLYVIT_MOJO={explicit} is not an executable; unset it or "
+            return False, (f"POLYVIT_MOJO_COMPILER={explicit} is not an executable; unset it or "
                            f"{INSTALL_HINT}")
         return False, f"the Mojo compiler is not installed: {INSTALL_HINT}"
     try:
