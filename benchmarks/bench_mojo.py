@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         if ok:
             names.append(name)
         else:
-            notes.append(f"{name}: {reason}")
+            notes.append(f"{name}: left out ({reason})")
     runners = polyvit_runners(names, ["fp32"], cfg, weights, args.threads)
     if "torch" in chosen:
         peers, missing = peer_runners(["fp32"], cfg, weights, args.threads, names=["torch eager"])

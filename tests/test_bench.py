@@ -4,6 +4,7 @@ keeps its books right, and the torch peer computes the same function as the refe
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -207,6 +208,27 @@ def test_update_docs_writes_only_the_matrix_where_a_readme_asks_for_it(tmp_path)
     text = readme.read_text()
     assert "| matrix |" in text and "full report" not in text and "old" not in text
     assert text.endswith("end\n")
+
+
+@pytest.mark.parametrize("script,backend", [("sycl_vs_cpp", "sycl"), ("bench_mojo", "mojo")])
+def test_a_benchmark_script_runs_a_tiny_comparison(script, backend, capsys, tmp_path):
+    """The scripts' shared run (bench/compare.py) end to end, on the test model."""
+    ok, reason = backends.available_backends()[backend]
+    if not ok:
+        pytest.skip(reason)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{script}.py"
+    spec = importlib.util.spec_from_file_location(script, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "figures.json"
+    argv = ["--config", "vit_test", "--batch", "2", "--rounds", "3", "--pause", "0",
+            "--json", str(out)]
+    assert module.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"speed-up of {backend} fp32 over" in printed and "torch eager fp32" in printed
+    rows = json.loads(out.read_text())["results"]
+    assert {r["runner"] for r in rows} >= {backend, "torch eager"}
+    assert all(r["rounds"] == 3 and r["parity"] == "pass" for r in rows)
 
 
 def test_kernel_benchmarks_run(tmp_path):

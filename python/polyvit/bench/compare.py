@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
+
+import numpy as np
 
 from .. import backends
 from ..backends._native import default_threads
@@ -34,23 +36,23 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def compare(runners: list[Runner], cfg: ViTConfig, weights, args: argparse.Namespace,
-            ours: str, notes: Sequence[str] = ()) -> list[Record]:
+def compare(runners: list[Runner], cfg: ViTConfig, weights: Mapping[str, np.ndarray],
+            args: argparse.Namespace, ours: str, notes: Sequence[str] = ()) -> list[Record]:
     """Measure the runners at every --batch, printing as it goes; `ours` names the runner whose
     speed-ups are printed."""
     info = report.machine()
     print(f"{cfg.name}, {args.threads} threads, {info['cpu']}, {info['cores']} cores, "
           f"{info['date']}; medians of interleaved rounds")
     for note in notes:
-        print(f"left out: {note}")
+        print(note)
     records: list[Record] = []
     for batch in args.batch:
         found = measure(runners, cfg, weights, batch, args.seconds, args.rounds, args.pause)
         records += found
-        rounds = max((len(r.seconds) for r in found), default=0)
-        print(f"\nbatch {batch}: {rounds} rounds, other processes used "
-              f"{max((r.load for r in found), default=0):.2f} cores")
-        print("\n".join(report.measurements(found) + [""] + report.speedups(found, ours)))
+        if found:  # the runners of one batch size share their rounds
+            print(f"\nbatch {batch}: {len(found[0].seconds)} rounds, other processes used "
+                  f"{found[0].load:.2f} cores")
+            print("\n".join(report.measurements(found) + [""] + report.speedups(found, ours)))
     for r in runners:
         if r.error:
             print(f"could not run {r.label}: {r.error}")
