@@ -95,6 +95,8 @@ def _dpctl():
                 folder = cache_dir() / "runtime"
                 try:
                     folder.mkdir(parents=True, exist_ok=True)
+                    if not os.access(folder.parent, os.W_OK) or not os.access(folder, os.W_OK):
+                        raise PermissionError(folder)
                     os.environ["SYCL_CACHE_PERSISTENT"] = "1"
                     os.environ["SYCL_CACHE_DIR"] = str(folder)
                     _managed_cache = folder
@@ -155,10 +157,13 @@ def _check_cache(folder: Path) -> None:
     except (OSError, ValueError):
         recorded = None
     if recorded != present:
-        changed = "no manifest" if not isinstance(recorded, dict) else ", ".join(
-            sorted(set(recorded) ^ set(present) | {k for k in set(recorded) & set(present)
-                                                   if recorded[k] != present[k]}))[:200]
-        _native.discard_entry(folder, f"files differ from what the last build wrote: {changed}")
+        if isinstance(recorded, dict):
+            changed = sorted(k for k in set(recorded) | set(present)
+                             if recorded.get(k) != present.get(k))
+            why = f"{len(changed)} file(s) differ from what the last build wrote: {changed[0]}"
+        else:
+            why = "no readable manifest of what the last build wrote"
+        _native.discard_entry(folder, why)
         _manifest(folder).unlink(missing_ok=True)
 
 
@@ -229,7 +234,7 @@ class _DeviceState:
             except Exception as exc:  # the runtime fails in many ways on a file it wrote itself
                 if not _cache_files(folder):
                     raise  # nothing cached: the sources or the device are at fault
-                first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+                first = (str(exc).strip().splitlines() or [""])[0][:160]
                 _native.discard_entry(folder, f"the kernel build from it failed: "
                                               f"{type(exc).__name__}: {first}")
                 program = self._compile(precision)
