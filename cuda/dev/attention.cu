@@ -3,6 +3,7 @@
 //   kernel1  three kernels through global memory: scores (B, H, T, T), row softmax, weighted sum
 //   kernel2  kernels/attention.cu (promoted): one fused kernel, K and V of a head in shared memory
 //   kernel2 in bf16 and fp16 (inputs and output rounded, fp32 inside)
+//   kernel2 for the class token's query alone (attention_class_query: the last block)
 // Usage: attention [B T D heads]   (default: ViT-S/32 at batch 32, 32 50 384 6)
 #include "attention.cuh"
 #include "common.h"
@@ -83,6 +84,26 @@ static bool run_fused(const char* name, const std::vector<float>& qkv, const std
   return ok;
 }
 
+// The last block's layout: q (B, D) of token 0 and k | v (B, T, 2D); want: token 0's rows.
+static bool run_class_query(const std::vector<float>& qkv, const std::vector<double>& want, int B, int tokens,
+                            int D, int H, double bound) {
+  std::vector<float> q, kv;
+  std::vector<double> want0;
+  for (size_t b = 0; b < size_t(B); ++b) {
+    const float* image = &qkv[b * tokens * 3 * D];
+    q.insert(q.end(), image, image + D);
+    for (size_t t = 0; t < size_t(tokens); ++t) kv.insert(kv.end(), image + t * 3 * D + D, image + (t + 1) * 3 * D);
+    want0.insert(want0.end(), want.begin() + b * tokens * D, want.begin() + (b * tokens + 1) * D);
+  }
+  dev::DeviceArray<float> dq(q), dkv(kv), dout(size_t(B) * D);
+  auto launch = [&] { attention_class_query<float>(dq.get(), dkv.get(), dout.get(), B, tokens, D, H, nullptr); };
+  launch();
+  const char* name = "kernel2 class query (kernels/)";
+  const bool ok = dev::validate(name, dout.download(), want0, dev::constant_bound(want0.size(), bound));
+  std::printf("  %-34s %8.4f ms\n", name, dev::time_ms(launch));
+  return ok;
+}
+
 int main(int argc, char** argv) {
   return dev::run_main([&] {
     const int B = dev::arg_int(argc, argv, 1, 32), T = dev::arg_int(argc, argv, 2, 50);
@@ -110,6 +131,7 @@ int main(int argc, char** argv) {
     std::printf("  %-34s %8.4f ms\n", "kernel1 unfused (3 kernels)", dev::time_ms(unfused));
 
     ok &= run_fused<float>("kernel2 fused fp32 (kernels/)", qkv, want, B, T, D, H, 1e-5 * vmax);
+    ok &= run_class_query(qkv, want, B, T, D, H, 1e-5 * vmax);
     // 16-bit inputs: q.k errs by about 2^-8 (bf16) / 2^-11 (fp16) relative, times scores of a few
     // units through exp; the output rounding adds the same relative step.
     ok &= run_fused<bf16>("kernel2 fused bf16", qkv, want, B, T, D, H, 0.08 * vmax);

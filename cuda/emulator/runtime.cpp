@@ -5,6 +5,8 @@
 #include <ucontext.h>
 
 #include <map>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "cuda_emulation.h"
@@ -19,9 +21,11 @@ unsigned char* dynamic_smem = smem_buffer;
 
 enum Wait { kRunning, kBlockBarrier, kWarpBarrier };
 
+constexpr size_t kStackBytes = 128 * 1024;
+
 struct Fiber {
   ucontext_t context;
-  std::vector<char> stack;
+  char* stack = nullptr;  // kStackBytes, from stack_pool
   int id = 0;
   bool done = false;
   Wait wait = kRunning;
@@ -65,8 +69,8 @@ static void run_block(std::vector<Fiber>& fibers) {
     f.done = false;
     f.wait = kRunning;
     getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack.data();
-    f.context.uc_stack.ss_size = f.stack.size();
+    f.context.uc_stack.ss_sp = f.stack;
+    f.context.uc_stack.ss_size = kStackBytes;
     f.context.uc_link = nullptr;
     makecontext(&f.context, fiber_main, 0);
   }
@@ -116,17 +120,25 @@ struct Recorded {
 };
 static bool capturing = false;
 static std::vector<Recorded> recording;
+// Fiber stacks, allocated once and reused by every launch: allocating (and the kernel zeroing)
+// 32 MB of fresh stacks per launch cost more than most kernels' emulation.
+static std::vector<std::unique_ptr<char[]>> stack_pool;
+// One launch at a time: the scheduler, thread_idx and the shared memory are process-wide, and
+// the ops may be called from several host threads.
+static std::mutex launch_mutex;
 
 static void execute(const Recorded& launch) {
+  const std::lock_guard<std::mutex> lock(launch_mutex);
   const dim3 g = launch.grid, b = launch.block;
   const unsigned threads = b.x * b.y * b.z;
   if (threads == 0 || threads > 1024 || g.x == 0 || g.y == 0 || g.z == 0 || g.y > 65535 || g.z > 65535)
     fail("invalid launch configuration");
   if (launch.smem > sizeof smem_buffer) fail("too much dynamic shared memory");
+  while (stack_pool.size() < threads) stack_pool.emplace_back(new char[kStackBytes]);
   std::vector<Fiber> fibers(threads);
   for (unsigned i = 0; i < threads; ++i) {
     fibers[i].id = static_cast<int>(i);
-    fibers[i].stack.resize(128 * 1024);
+    fibers[i].stack = stack_pool[i].get();
   }
   block_dim = b;
   grid_dim = g;
