@@ -49,7 +49,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     """This environment without the SYCL cache variables (this process's backend set them) and
     with extra: a fresh process then picks its own cache under POLYVIT_CACHE_DIR."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("SYCL_CACHE_DIR", "SYCL_CACHE_PERSISTENT", "POLYVIT_CACHE_DIR")}
+           if k not in ("SYCL_CACHE_DIR", "SYCL_CACHE_PERSISTENT", "POLYVIT_CACHE_DIR",
+                        "POLYVIT_SYCL_CHOSEN_CACHE")}
     return {**env, **extra}
 
 
@@ -232,6 +233,26 @@ def test_compiled_kernels_persist_across_processes(sb, tmp_path):
     assert "using cached device binary" in second.stderr
     assert "has been cached" not in second.stderr  # nothing compiled again
     assert WARNING not in first.stderr + second.stderr
+
+
+CHOSEN = ("from polyvit.backends import sycl_backend as sb; import os; sb._dpctl(); "
+          "print(sb._managed_cache); print(os.environ['SYCL_CACHE_DIR'])")
+
+
+def test_a_child_process_chooses_its_own_cache_and_leaves_a_users_alone(sb, tmp_path):
+    """The SYCL cache variables a polyvit parent set are inherited by its children: a child
+    picks its own cache root again (and manages it); variables the user set are the user's."""
+    parent = str(tmp_path / "parent" / "sycl" / "runtime")
+    inherited = {"SYCL_CACHE_PERSISTENT": "1", "SYCL_CACHE_DIR": parent,
+                 "POLYVIT_SYCL_CHOSEN_CACHE": parent}
+    run = run_python(CHOSEN, POLYVIT_CACHE_DIR=str(tmp_path / "child"), **inherited)
+    assert run.returncode == 0, run.stderr
+    own = str(tmp_path / "child" / "sycl" / "runtime")
+    assert run.stdout.split() == [own, own]
+    users = {"SYCL_CACHE_PERSISTENT": "1", "SYCL_CACHE_DIR": str(tmp_path / "mine")}
+    run = run_python(CHOSEN, POLYVIT_CACHE_DIR=str(tmp_path / "child"), **users)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["None", str(tmp_path / "mine")]
 
 
 # Every kind of file in the cache: the runtime's compiled IR, its device code and the source

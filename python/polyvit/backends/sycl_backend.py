@@ -80,6 +80,9 @@ def _opencl_cpu_library() -> str | None:
 _env_lock = threading.Lock()
 _dpctl_module = None
 _managed_cache: Path | None = None  # the runtime's cache folder when this module chose it
+# Set next to SYCL_CACHE_DIR when this module chose it, so that a child process, which inherits
+# both, tells polyvit's choice (its own to redo) from a user's (left alone).
+CHOSEN_CACHE = "POLYVIT_SYCL_CHOSEN_CACHE"
 
 
 def _dpctl():
@@ -91,6 +94,10 @@ def _dpctl():
                 library = _opencl_cpu_library()
                 if library:
                     os.environ["OCL_ICD_FILENAMES"] = library
+            inherited = os.environ.get(CHOSEN_CACHE)
+            if inherited is not None and os.environ.get("SYCL_CACHE_DIR") == inherited:
+                for name in ("SYCL_CACHE_PERSISTENT", "SYCL_CACHE_DIR", CHOSEN_CACHE):
+                    os.environ.pop(name, None)  # a parent polyvit's choice: choose again here
             if "SYCL_CACHE_PERSISTENT" not in os.environ and "SYCL_CACHE_DIR" not in os.environ:
                 folder = cache_dir() / "runtime"
                 try:
@@ -98,7 +105,7 @@ def _dpctl():
                     if not os.access(folder.parent, os.W_OK) or not os.access(folder, os.W_OK):
                         raise PermissionError(folder)
                     os.environ["SYCL_CACHE_PERSISTENT"] = "1"
-                    os.environ["SYCL_CACHE_DIR"] = str(folder)
+                    os.environ["SYCL_CACHE_DIR"] = os.environ[CHOSEN_CACHE] = str(folder)
                     _managed_cache = folder
                 except OSError:
                     pass  # no writable cache: every process pays the JIT, nothing breaks
@@ -447,6 +454,7 @@ class _Forward:
         att = st.alloc(m * d * f32)                                            # (B, T, D)
         mlp = st.alloc(m * hidden * f32)                                       # (B, T, hidden)
         scores = st.alloc(attention_scratch(b, t, t, heads, hd))              # see attention.cpp
+        # the last block's class rows: xc its residual stream, hc its norms and attention
         xc = st.alloc(b * d * f32)                                             # (B, D)
         hc = st.alloc(b * d * f32)                                             # (B, D)
         self.logits = st.alloc(b * classes * f32)                              # (B, classes)
@@ -485,7 +493,7 @@ class _Forward:
         norm(x, m, p + "norm1", h)
         linear(h, m, p + "attn.qkv", qkv, part=":kv")          # (B, T, 2D) in qkv's buffer
         plan.add("class_rows", *_rows(b), [h, hc, t, d])
-        linear(hc, b, p + "attn.qkv", att, part=":q")          # (B, D)
+        linear(hc, b, p + "attn.qkv", att, part=":q")          # (B, D) in att's buffer
         _attention(plan, att, d, qkv, 2 * d, hc, scores, b, t, 1, heads, hd)  # (B, D)
         plan.add("class_rows", *_rows(b), [x, xc, t, d])
         linear(hc, b, p + "attn.proj", xc, "residual")
