@@ -130,9 +130,12 @@ def reduced_op_bound(op: str, precision: str, args: tuple, oracle: np.ndarray) -
         return out + err.reshape(oracle.shape)
     if op == "layernorm":
         # rounding x moves (x - mean) / std by at most ~2u max|x| / std per row, scaled by |w|
+        # (a constant row normalises to exactly 0 however x is rounded: no term there)
         x, weight = np.asarray(args[0], np.float64), _abs64(args[1])
         std = x.std(1, keepdims=True)
-        return out + 2 * u * np.abs(x).max(1, keepdims=True) / std * weight
+        spread = np.divide(np.abs(x).max(1, keepdims=True), std, out=np.zeros_like(std),
+                           where=std > 0)
+        return out + 2 * u * spread * weight
     if op == "bias_gelu":
         x, bias = np.asarray(args[0], np.float64), np.asarray(args[1], np.float64)
         return out + GELU_MAX_SLOPE * u * np.abs(x + bias)
