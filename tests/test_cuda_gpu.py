@@ -64,6 +64,24 @@ def test_class_query_attention_checks_its_input():
         _cuda.attention(np.zeros((1, 5, 48), np.float32), 1, "fp32", 2)
 
 
+# ---- the forward in 16 bits on a small config ----------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_logits_of_a_small_config(precision):
+    """The shared reduced-precision cases are ViT-sized (minutes when emulated) or odd-sized (the
+    element-wise loads); vit_test takes the tensor-core path's 16-byte copies everywhere, the last
+    block's class rows read in place included (row stride T * D = 816). Cosine against fp32 by
+    parity.REDUCED (top-1 is left to the shared test: 16 random-weight images have near ties)."""
+    cfg = get_config("vit_test")
+    weights, images = random_weights(cfg, seed=3), parity.random_images(cfg, 16, seed=4)
+    fp32 = CudaBackend(cfg, weights, "fp32").forward(images)
+    out = CudaBackend(cfg, weights, precision).forward(images)
+    budget = parity.REDUCED[precision]
+    found = parity.agreement(out, fp32, budget.error_std)
+    assert found.cosine.min() >= budget.cosine, found.summary(f"cuda {precision} vit_test")
+
+
 # ---- graphs --------------------------------------------------------------------------------------
 
 

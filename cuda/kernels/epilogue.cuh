@@ -17,14 +17,15 @@ __device__ __forceinline__ float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + tanhf(inner));
 }
 
-// acc is one element of a @ w^T at (m, n) of an (M, N) output; residual is (M, N) or null.
+// acc is one element of a @ w^T at column n; residual[residual_index] is what kResidual adds
+// (residual may be null otherwise).
 __device__ __forceinline__ float apply_epilogue(float acc, const float* bias, const float* residual,
-                                                size_t index, int n, Epilogue epilogue) {
+                                                size_t residual_index, int n, Epilogue epilogue) {
   float v = bias ? acc + bias[n] : acc;
   switch (epilogue) {
     case Epilogue::kGeluErf: return gelu_erf(v);
     case Epilogue::kGeluTanh: return gelu_tanh(v);
-    case Epilogue::kResidual: return v + residual[index];
+    case Epilogue::kResidual: return v + residual[residual_index];
     default: return v;
   }
 }

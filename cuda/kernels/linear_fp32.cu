@@ -17,7 +17,7 @@ constexpr int kFp32TileK = 16;
 template <int BM, int BN>
 __global__ void __launch_bounds__(kFp32Threads)
 linear_fp32_kernel(const float* a, const float* w, const float* bias, const float* residual,
-                   float* out, int M, int N, int K, Epilogue epilogue) {
+                   float* out, int M, int N, int K, Epilogue epilogue, long long lda, long long ldr) {
   constexpr int BK = kFp32TileK, TM = BM / 16, TN = BN / 16;
   __shared__ float as[BK][BM + 1];  // a tile, transposed: as[k][m]
   __shared__ float ws[BK][BN + 1];  // w tile, transposed: ws[k][n]
@@ -30,7 +30,7 @@ linear_fp32_kernel(const float* a, const float* w, const float* bias, const floa
     // 16 consecutive threads read 16 consecutive floats of one row: coalesced.
     for (int e = tid; e < BM * BK; e += kFp32Threads) {
       const int r = e / BK, k = e % BK, gm = m0 + r, gk = k0 + k;
-      as[k][r] = (gm < M && gk < K) ? a[static_cast<size_t>(gm) * K + gk] : 0.0f;
+      as[k][r] = (gm < M && gk < K) ? a[gm * lda + gk] : 0.0f;
     }
     for (int e = tid; e < BN * BK; e += kFp32Threads) {
       const int r = e / BK, k = e % BK, gn = n0 + r, gk = k0 + k;
@@ -60,8 +60,7 @@ linear_fp32_kernel(const float* a, const float* w, const float* bias, const floa
     for (int j = 0; j < TN; ++j) {
       const int n = n0 + tx + 16 * j;
       if (n >= N) continue;
-      const size_t index = static_cast<size_t>(m) * N + n;
-      out[index] = apply_epilogue(acc[i][j], bias, residual, index, n, epilogue);
+      out[static_cast<size_t>(m) * N + n] = apply_epilogue(acc[i][j], bias, residual, m * ldr + n, n, epilogue);
     }
   }
 }
@@ -70,16 +69,20 @@ linear_fp32_kernel(const float* a, const float* w, const float* bias, const floa
 
 template <int BM, int BN>
 static void launch(const float* a, const float* w, const float* bias, const float* residual,
-                   float* out, int M, int N, int K, Epilogue epilogue, cudaStream_t stream) {
+                   float* out, int M, int N, int K, Epilogue epilogue, long long lda, long long ldr,
+                   cudaStream_t stream) {
   const dim3 grid(ceil_div(M, BM), ceil_div(N, BN));  // M on x: up to 2^31 - 1 tiles
   linear_fp32_kernel<BM, BN><<<grid, kFp32Threads, 0, stream>>>(a, w, bias, residual, out, M, N,
-                                                                K, epilogue);
+                                                                K, epilogue, lda, ldr);
   CUDA_CHECK_LAUNCH("linear_fp32_kernel");
 }
 
 void linear_fp32(const float* a, const float* w, const float* bias, const float* residual,
-                 float* out, int M, int N, int K, Epilogue epilogue, cudaStream_t stream) {
+                 float* out, int M, int N, int K, Epilogue epilogue, cudaStream_t stream,
+                 RowStrides strides) {
   require(M > 0 && N > 0 && K > 0, "linear_fp32: M, N and K must be positive");
+  const long long lda = strides.a ? strides.a : K, ldr = strides.residual ? strides.residual : N;
+  require(lda >= K && ldr >= N, "linear_fp32: a row stride is smaller than the row");
   require(a && w && out, "linear_fp32: null input or output");
   require(epilogue != Epilogue::kResidual || residual, "linear_fp32: the residual epilogue needs a residual");
   require(ceil_div(N, 32) <= 65535, "linear_fp32: N is too large for the grid");
@@ -87,9 +90,9 @@ void linear_fp32(const float* a, const float* w, const float* bias, const float*
   // batch 1), 32 x 32 tiles give four times the blocks.
   const long long big_tiles = static_cast<long long>(ceil_div(M, 64)) * ceil_div(N, 64);
   if (big_tiles >= current_sm_count())
-    launch<64, 64>(a, w, bias, residual, out, M, N, K, epilogue, stream);
+    launch<64, 64>(a, w, bias, residual, out, M, N, K, epilogue, lda, ldr, stream);
   else
-    launch<32, 32>(a, w, bias, residual, out, M, N, K, epilogue, stream);
+    launch<32, 32>(a, w, bias, residual, out, M, N, K, epilogue, lda, ldr, stream);
 }
 
 }  // namespace polyvit_cuda

@@ -9,9 +9,10 @@
 namespace polyvit_cuda {
 
 // T: bf16 or fp16. bias may be null; residual (M, N) float is read only by
-// Epilogue::kResidual and may equal out.
+// Epilogue::kResidual and may equal out. strides: a's and the residual's row strides when they
+// are not dense.
 template <class T, class TOut>
 void linear_tc(const T* a, const T* w, const float* bias, const float* residual, TOut* out, int M,
-               int N, int K, Epilogue epilogue, cudaStream_t stream);
+               int N, int K, Epilogue epilogue, cudaStream_t stream, RowStrides strides = {});
 
 }  // namespace polyvit_cuda

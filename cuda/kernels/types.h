@@ -13,4 +13,11 @@ using fp16 = __half;
 // (residual may alias out: each element is read and then written by the same thread).
 enum class Epilogue { kNone, kGeluErf, kGeluTanh, kResidual };
 
+// Row strides, in elements, of a linear's input a and of its residual when their rows lie inside
+// a larger tensor (the last block reads the class tokens of x (B, T, D) in place, stride T * D);
+// 0 means dense: K for a, N for the residual. The output is always dense (M, N).
+struct RowStrides {
+  long long a = 0, residual = 0;
+};
+
 }  // namespace polyvit_cuda

@@ -11,7 +11,6 @@
 
 #include "attention.cuh"
 #include "cast.cuh"
-#include "class_tokens.cuh"
 #include "device.h"
 #include "embed_tokens.cuh"
 #include "layernorm.cuh"
@@ -147,12 +146,12 @@ static void check_weights(const ViTShape& s, const HostWeights& host) {
 // out = epilogue(a @ w^T + bias): fp32 on CUDA cores, 16-bit types on tensor cores.
 template <class Act, class TOut>
 static void linear(const Act* a, const Act* w, const float* bias, const float* residual, TOut* out,
-                   int M, int N, int K, Epilogue epilogue, cudaStream_t stream) {
+                   int M, int N, int K, Epilogue epilogue, cudaStream_t stream, RowStrides strides = {}) {
   if constexpr (std::is_same_v<Act, float>) {
     static_assert(std::is_same_v<TOut, float>, "the fp32 path writes fp32");
-    linear_fp32(a, w, bias, residual, out, M, N, K, epilogue, stream);
+    linear_fp32(a, w, bias, residual, out, M, N, K, epilogue, stream, strides);
   } else {
-    linear_tc<Act, TOut>(a, w, bias, residual, out, M, N, K, epilogue, stream);
+    linear_tc<Act, TOut>(a, w, bias, residual, out, M, N, K, epilogue, stream, strides);
   }
 }
 
@@ -171,8 +170,8 @@ struct Plan {
   DeviceBuffer qkv;            // (B * T, 3D) Act; in the last block (B * T, 2D): k | v only
   DeviceBuffer att;            // (B * T, D) Act: attention output; (B, D) in the last block
   DeviceBuffer hidden;         // (B * T, M) Act: GELU(fc1); (B, M) in the last block
-  DeviceBuffer x_cls;          // (B, D) float: the class tokens' residual stream, last block on
-  DeviceBuffer h_cls;          // (B, D) Act: their LayerNorm outputs
+  DeviceBuffer x_cls;          // (B, D) float: the class tokens' residual stream after last proj
+  DeviceBuffer h_cls;          // (B, D) Act: its LayerNorm outputs
   DeviceBuffer q_cls;          // (B, D) Act: their queries
   DeviceBuffer logits;         // (B, classes) float
   std::unique_ptr<GraphExec> graph;
@@ -392,12 +391,14 @@ class ViTEngine final : public Engine {
   }
 
   // The last block for the class tokens only, as the head reads nothing else: K and V of every
-  // token, then the query, attention, proj and MLP of the B class rows (into x_cls).
+  // token, then the query, attention, proj and MLP of the B class rows. The class rows of h and x
+  // are read in place (row stride T * D); proj writes them densely into x_cls.
   void last_block(Plan& p, const Block& b) {
     const ViTShape& s = shape_;
     const cudaStream_t st = stream_.get();
     const int B = p.batch, T = s.tokens(), D = s.embed_dim, M = s.mlp_dim, rows = B * T;
     const float eps = s.ln_eps;
+    const long long class_stride = static_cast<long long>(T) * D;  // x[:, 0] and h[:, 0]
     const float* x = p.x.as<float>();
     float* x_cls = p.x_cls.as<float>();
     Act* h = p.h.as<Act>();
@@ -406,19 +407,16 @@ class ViTEngine final : public Engine {
     const Act* qkv_w = b.qkv_w.as<Act>();
     const float* qkv_b = b.qkv_b.as<float>();
     const size_t DD = static_cast<size_t>(D) * D;
-    // k | v: rows D .. 3D of the qkv weight (3D, D) and its bias.
+    // k | v: rows D .. 3D of the qkv weight (3D, D) and its bias; q: rows 0 .. D, class rows only.
     layernorm<float, Act>(x, D, b.norm1_w.as<float>(), b.norm1_b.as<float>(), h, rows, D, eps, st);
     linear<Act, Act>(h, qkv_w + DD, qkv_b ? qkv_b + D : nullptr, nullptr, kv, rows, 2 * D, D,
                      Epilogue::kNone, st);
-    // q of the class tokens: norm1 again over their rows (stride T * D: the same numbers as in h),
-    // then rows 0 .. D of the qkv weight.
-    layernorm<float, Act>(x, static_cast<long long>(T) * D, b.norm1_w.as<float>(), b.norm1_b.as<float>(),
-                          h_cls, B, D, eps, st);
-    linear<Act, Act>(h_cls, qkv_w, qkv_b, nullptr, p.q_cls.as<Act>(), B, D, D, Epilogue::kNone, st);
+    linear<Act, Act>(h, qkv_w, qkv_b, nullptr, p.q_cls.as<Act>(), B, D, D, Epilogue::kNone, st,
+                     RowStrides{class_stride, 0});
     attention_class_query<Act>(p.q_cls.as<Act>(), kv, p.att.as<Act>(), B, T, D, s.num_heads, st);
-    class_tokens(x, x_cls, B, T, D, st);
-    linear<Act, float>(p.att.as<Act>(), b.proj_w.as<Act>(), b.proj_b.as<float>(), x_cls, x_cls, B, D, D,
-                       Epilogue::kResidual, st);
+    // x_cls = x[:, 0] + proj(attention)
+    linear<Act, float>(p.att.as<Act>(), b.proj_w.as<Act>(), b.proj_b.as<float>(), x, x_cls, B, D, D,
+                       Epilogue::kResidual, st, RowStrides{0, class_stride});
     layernorm<float, Act>(x_cls, D, b.norm2_w.as<float>(), b.norm2_b.as<float>(), h_cls, B, D, eps, st);
     linear<Act, Act>(h_cls, b.fc1_w.as<Act>(), b.fc1_b.as<float>(), nullptr, p.hidden.as<Act>(), B, M, D,
                      s.gelu, st);
