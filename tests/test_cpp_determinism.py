@@ -22,22 +22,24 @@ CFG = get_config("vit_test")
 WEIGHTS = random_weights(CFG, seed=5)
 
 
-@pytest.fixture(params=CppBackend.precisions)
-def precision(request):
-    ok, why = CppBackend.supports(request.param)
-    if not ok:
-        pytest.skip(why)
-    return request.param
+def runnable(precisions):
+    return [pytest.param(p, marks=pytest.mark.skipif(not CppBackend.supports(p)[0],
+                                                     reason=CppBackend.supports(p)[1]))
+            for p in precisions]
 
 
 @pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("precision", runnable(["bf16", "int8"]))
 def test_results_do_not_depend_on_the_thread_count(precision, threads):
+    """fp32 is in tests/test_backend_contract.py; the reduced precisions also convert their
+    operands per row, split over the threads, which must not change a bit either."""
     images = parity.random_images(CFG, 3, seed=1)
     one = polyvit.load(WEIGHTS, backend="cpp", config=CFG, precision=precision, threads=1)
     many = polyvit.load(WEIGHTS, backend="cpp", config=CFG, precision=precision, threads=threads)
     np.testing.assert_array_equal(many(images), one(images))
 
 
+@pytest.mark.parametrize("precision", runnable(CppBackend.precisions))
 def test_an_image_does_not_depend_on_its_batch(precision):
     """Per-token activation scales (int8) and row-wise kernels: a loud neighbour changes nothing."""
     model = polyvit.load(WEIGHTS, backend="cpp", config=CFG, precision=precision)

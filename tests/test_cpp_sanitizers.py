@@ -109,7 +109,8 @@ def cases() -> dict[str, tuple]:
     for isa, precision in [(isa, "fp32") for isa in isas] + [("auto", p) for p in reduced]:
         where = f"{isa}/{precision}"
         options = {"isa": isa, "precision": precision}
-        # the reduced precisions on the shapes with tails only: the full ones take long here
+        # the reduced precisions on the shapes with tails only (the full ones take long here),
+        # and not layernorm and bias_gelu, which run the fp32 code in every precision
         tails = precision != "fp32"
         for m, k, n in LINEAR_SHAPES[6:] if tails else LINEAR_SHAPES:
             rng = np.random.default_rng(m * 7 + k * 3 + n)
@@ -117,7 +118,7 @@ def cases() -> dict[str, tuple]:
             for epi in EPILOGUES:
                 r = rand(rng, m, n) if epi == "residual" else None
                 result[f"linear/{where}/{m}x{k}x{n}/{epi}"] = ("linear", options, (x, w, b, epi, r))
-        for m, c in LAYERNORM_SHAPES[2:] if tails else LAYERNORM_SHAPES:
+        for m, c in [] if tails else LAYERNORM_SHAPES:
             rng = np.random.default_rng(m + c)
             x = rand(rng, m, c, scale=3.0) + 10.0
             result[f"layernorm/{where}/{m}x{c}"] = ("layernorm", options, (
@@ -126,7 +127,7 @@ def cases() -> dict[str, tuple]:
             rng = np.random.default_rng(b * t + d)
             result[f"attention/{where}/{b}x{t}x{d}x{h}"] = ("attention", options, (
                 rand(rng, b, t, 3 * d, scale=2.0), h))
-        for form in ("erf", "tanh"):
+        for form in () if tails else ("erf", "tanh"):
             rng = np.random.default_rng(9)
             result[f"bias_gelu/{where}/{form}"] = ("bias_gelu", options, (
                 rand(rng, 37, 203, scale=3.0), rand(rng, 203), form))
