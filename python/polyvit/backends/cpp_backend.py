@@ -45,7 +45,8 @@ class CppBackend(Backend):
 
     @classmethod
     def supports(cls, precision: str, isa: str = "auto", **options: Any) -> tuple[bool, str]:
-        """(True, "") when this CPU runs `precision` with the kernel set `isa`, else (False, why)."""
+        """(True, "") when this CPU runs `precision` with the kernel set `isa`, else (False, why)
+        naming what it lacks."""
         cpu = _cpu()
         if isa != "auto" and isa not in cpu.isas().split():
             return False, (f"isa {isa!r}: this CPU runs only {cpu.isas().replace(' ', ', ')}; "
