@@ -61,8 +61,10 @@ def load(weights: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     num_heads: overrides the head count of checkpoints that do not record it.
     options:   passed to the backend (e.g. threads=2).
     """
+    # options first: a wrong option is the same error whether or not the backend runs here;
+    # both before reading a large checkpoint
+    backends.backend_class(backend).check_arguments(precision, options)
     cls = backends.require(backend)
-    cls.check_arguments(precision, options)  # fail before reading a large checkpoint
     cfg, tensors, source = resolve_weights(weights, config, num_heads)
     return Model(cls(cfg, tensors, precision, **options), source)
 
