@@ -271,29 +271,42 @@ CORRUPTIONS = {
 }
 
 
-# Each corruption once, spread over the kinds of file that matter (a healing rebuild costs a
-# kernel build; CI time is counted): the device code, its IR, the source key, the manifest.
+# Each corruption once, spread over the kinds of file that matter: the device code, its IR, the
+# source key, the manifest. The cases heal in parallel processes (each heal is a kernel build).
 DAMAGE = [("device_code", "truncated"), ("ir", "random_bytes"), ("device_code_key", "empty"),
           ("manifest", "random_bytes")]
 
 
-@pytest.mark.parametrize("kind,corruption", DAMAGE, ids=["-".join(d) for d in DAMAGE])
-def test_a_damaged_cache_is_rebuilt_with_the_same_logits(built_cache, tmp_path, kind,
-                                                          corruption):
+def in_parallel(caches: list[Path], outs: list[Path]) -> list[tuple[int, str]]:
+    """(exit status, stderr) of one fresh LOGITS process per cache, all run at once."""
+    runs = [subprocess.Popen([sys.executable, "-c", LOGITS, str(out)],
+                             env=clean_env(POLYVIT_CACHE_DIR=str(cache)), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+            for cache, out in zip(caches, outs)]
+    stderrs = [run.communicate(timeout=600)[1] for run in runs]
+    return [(run.returncode, stderr) for run, stderr in zip(runs, stderrs)]
+
+
+def test_a_damaged_cache_is_rebuilt_with_the_same_logits(built_cache, tmp_path):
+    """Every damaged cache is detected, removed with one warning line and rebuilt: the next
+    process gets the same logits as before, and the one after that finds the cache whole."""
     pristine, logits = built_cache
-    cache = tmp_path / "cache"
-    shutil.copytree(pristine, cache)
-    files = [p for p in cache.rglob("*") if p.is_file() and CACHE_FILES[kind](p.name)]
-    assert files, f"no {kind} file in the cache"
-    rng = np.random.default_rng(len(files))
-    for path in files:
-        path.write_bytes(CORRUPTIONS[corruption](path.read_bytes(), rng))
-    again, stderr = logits_in_fresh_process(cache, tmp_path / "logits.npy")
-    np.testing.assert_array_equal(again, logits)
-    assert stderr.count(WARNING) == 1, stderr
-    quiet, stderr = logits_in_fresh_process(cache, tmp_path / "logits.npy")  # healed for good
-    np.testing.assert_array_equal(quiet, logits)
-    assert WARNING not in stderr, stderr
+    caches = [tmp_path / f"{kind}-{corruption}" for kind, corruption in DAMAGE]
+    outs = [cache.with_suffix(".npy") for cache in caches]
+    rng = np.random.default_rng(0)
+    for cache, (kind, corruption) in zip(caches, DAMAGE):
+        shutil.copytree(pristine, cache)
+        files = [p for p in cache.rglob("*") if p.is_file() and CACHE_FILES[kind](p.name)]
+        assert files, f"no {kind} file in the cache"
+        for path in files:
+            path.write_bytes(CORRUPTIONS[corruption](path.read_bytes(), rng))
+    for expect_warning in (True, False):  # healed, then healed for good
+        for (kind, corruption), out, (status, stderr) in zip(DAMAGE, outs,
+                                                             in_parallel(caches, outs)):
+            case = f"{kind} {corruption}: "
+            assert status == 0, case + stderr
+            assert stderr.count(WARNING) == int(expect_warning), case + stderr
+            np.testing.assert_array_equal(np.load(out), logits, err_msg=case)
 
 
 def test_two_processes_building_at_once_both_succeed(built_cache, tmp_path):

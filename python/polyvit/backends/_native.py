@@ -55,8 +55,9 @@ def discard_entry(path: Path, why: str) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    warnings.warn(f"polyvit: removed the unreadable cache entry {path} ({why}); rebuilding it",
-                  CacheWarning, stacklevel=3)
+    # warn_explicit with a location that has no source text: the warning is this one line
+    warnings.warn_explicit(f"removed the unreadable cache entry {path} ({why}); rebuilding it",
+                           CacheWarning, "polyvit", 0)
 
 
 @contextlib.contextmanager
