@@ -255,9 +255,11 @@ def test_the_benchmarks_import_and_explain_a_missing_gpu(script, no_device, caps
 
 @pytest.mark.skipif(NVCC is None or shutil.which("make") is None, reason="needs nvcc and make")
 def test_the_dev_programs_compile(tmp_path):
-    """cuda/dev/*.cu with the kernels they promote, for sm_80 and sm_90 (about 30 s on 2 cores)."""
+    """cuda/dev/*.cu with the kernels they promote, for sm_90 only (about 15 s on 2 cores): the
+    package build compiles every kernel for sm_80 too."""
     env = dict(os.environ, PATH=f"{Path(NVCC).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    result = subprocess.run(["make", "-C", str(ROOT / "cuda" / "dev"), "-j2", f"BUILD={tmp_path}"],
+    result = subprocess.run(["make", "-C", str(ROOT / "cuda" / "dev"), "-j2", "ARCHS=90",
+                             f"BUILD={tmp_path}"],
                             capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for program in ("attention", "bias_gelu", "layernorm", "linear_fp32", "linear_tc", "patch_embed"):
