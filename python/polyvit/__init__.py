@@ -14,6 +14,7 @@ from .errors import (BackendError, ConfigError, ImageError, PolyvitError, Weight
                      WeightsNotFoundError)
 from .labels import imagenet_classes
 from .model import Model, load
+from .inference import predict, predict_table
 from .preprocessing import load_image, preprocess
 
 __version__ = "0.1.0"
@@ -22,5 +23,5 @@ __all__ = [
     "BackendError", "ConfigError", "ImageError", "Model", "PRESETS", "PolyvitError",
     "Preprocessing", "ViTConfig", "WeightsError", "WeightsNotFoundError", "available_backends",
     "convert", "get_config", "imagenet_classes", "import_checkpoint", "load", "load_image",
-    "preprocess",
+    "predict", "predict_table", "preprocess",
 ]

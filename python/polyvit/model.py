@@ -21,15 +21,21 @@ class Model:
 
     images: float32 (B, C, H, W), already preprocessed (polyvit.preprocess).
     Returns float32 (B, num_classes) logits. Safe to call from several threads.
+
+    A model loaded with features=True also gives the pre-logits embedding (the class token
+    after the final norm) through logits_and_features(): its backend runs a head widened by an
+    identity block (with_feature_head), so one forward pass yields both, exactly in fp32.
     """
 
-    def __init__(self, impl: Backend, weights_source: str) -> None:
+    def __init__(self, impl: Backend, weights_source: str, config: ViTConfig | None = None) -> None:
         self.impl = impl
         self.weights_source = weights_source
+        self._config = config or impl.config
+        self.feature_dim = impl.config.num_classes - self._config.num_classes
 
     @property
     def config(self) -> ViTConfig:
-        return self.impl.config
+        return self._config
 
     @property
     def backend(self) -> str:
@@ -40,7 +46,17 @@ class Model:
         return self.impl.precision
 
     def __call__(self, images: Any) -> np.ndarray:
-        return self.impl.forward(check_images(images, self.config))
+        out = self.impl.forward(check_images(images, self.config))
+        return np.ascontiguousarray(out[:, :self.config.num_classes]) if self.feature_dim else out
+
+    def logits_and_features(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(B, num_classes) logits and (B, embed_dim) features from one forward pass."""
+        if not self.feature_dim:
+            raise ValueError("this model gives logits only; load it with features=True "
+                             "(polyvit.load(..., features=True)) to get features too")
+        out = self.impl.forward(check_images(images, self.config))
+        c = self.config.num_classes
+        return np.ascontiguousarray(out[:, :c]), np.ascontiguousarray(out[:, c:])
 
     def __repr__(self) -> str:
         return (f"Model(config={self.config.name!r}, backend={self.backend!r}, "
@@ -50,7 +66,7 @@ class Model:
 def load(weights: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
          backend: str = "torch", precision: str = "fp32", *,
          config: str | ViTConfig | None = None, num_heads: int | None = None,
-         **options: Any) -> Model:
+         features: bool = False, **options: Any) -> Model:
     """Load a ViT onto a backend.
 
     weights:   a checkpoint path in any supported layout (see polyvit.convert), a mapping of
@@ -59,14 +75,38 @@ def load(weights: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     backend:   a name from polyvit.available_backends().
     precision: one of the backend's precisions; "fp32" everywhere.
     num_heads: overrides the head count of checkpoints that do not record it.
+    features:  also give the pre-logits embedding (Model.logits_and_features).
     options:   passed to the backend (e.g. threads=2).
     """
     # options first: a wrong option is the same error whether or not the backend runs here;
     # both before reading a large checkpoint
     backends.backend_class(backend).check_arguments(precision, options)
-    cls = backends.require(backend)
+    backends.require(backend)
     cfg, tensors, source = resolve_weights(weights, config, num_heads)
+    return build(backend, cfg, tensors, source, precision, features, **options)
+
+
+def build(backend: str, cfg: ViTConfig, tensors: Mapping[str, np.ndarray], source: str,
+          precision: str = "fp32", features: bool = False, **options: Any) -> Model:
+    """A Model from resolved weights (resolve_weights), with the feature head if asked."""
+    cls = backends.require(backend)
+    if features:
+        wide_cfg, wide = with_feature_head(cfg, tensors)
+        return Model(cls(wide_cfg, wide, precision, **options), source, config=cfg)
     return Model(cls(cfg, tensors, precision, **options), source)
+
+
+def with_feature_head(cfg: ViTConfig, tensors: Mapping[str, np.ndarray]
+                      ) -> tuple[ViTConfig, dict[str, np.ndarray]]:
+    """The same model with embed_dim more outputs: the head's rows, then an identity block
+    (bias 0) that copies the normed class token, so a backend's logits carry the features."""
+    d = cfg.embed_dim
+    wide = dict(tensors)
+    wide["head.weight"] = np.concatenate(
+        [tensors["head.weight"], np.eye(d, dtype=np.float32)]).astype(np.float32)
+    wide["head.bias"] = np.concatenate(
+        [tensors["head.bias"], np.zeros(d, np.float32)]).astype(np.float32)
+    return cfg.replace(num_classes=cfg.num_classes + d), wide
 
 
 def resolve_weights(weights: Any, config: str | ViTConfig | None = None,

@@ -25,9 +25,18 @@ RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BI
             "nearest": Image.Resampling.NEAREST}
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
+# PIL warns past its own limit and raises past twice that; polyvit's max_pixels decides instead
+# and raises an ImageError, so PIL's warning would only repeat it. A process-wide filter, not
+# warnings.catch_warnings(): that swaps global state and is unsafe in the decode threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning, module=r"PIL\.Image")
 
-def load_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode a path, bytes, numpy HxW(xC) uint8 array or PIL image into an RGB PIL image."""
+
+def load_image(source: Any, max_pixels: int = MAX_PIXELS,
+               draft: tuple[int, int] | None = None) -> Image.Image:
+    """Decode a path, bytes, numpy HxW(xC) uint8 array or PIL image into an RGB PIL image.
+
+    draft=(w, h): a JPEG may be decoded at 1/2, 1/4 or 1/8 scale, keeping both sides at least
+    (w, h) (Pillow's draft mode: the DCT is scaled, not the pixels, so it is much faster)."""
     if isinstance(source, Image.Image):
         return to_rgb(source)
     if isinstance(source, np.ndarray):
@@ -36,31 +45,38 @@ def load_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
                              f"{source.shape}; float arrays are model input: call the model")
         return to_rgb(Image.fromarray(source))
     if isinstance(source, (bytes, bytearray)):
-        name, stream = "<bytes>", io.BytesIO(source)
-    elif isinstance(source, (str, os.PathLike)):
-        name = os.fspath(source)
-        if not Path(name).is_file():
-            raise ImageError(f"{name}: no such file")
-        stream = name
-    else:
+        return to_rgb(_decode(io.BytesIO(source), "<bytes>", max_pixels, draft))
+    if not isinstance(source, (str, os.PathLike)):
         raise ImageError(f"cannot read an image from a {type(source).__name__}; "
                          "pass a path, bytes, a uint8 array or a PIL image")
-    return to_rgb(_decode(stream, name, max_pixels))
-
-
-def _decode(stream: Any, name: str, max_pixels: int) -> Image.Image:
+    name = os.fspath(source)
+    if not Path(name).is_file():
+        raise ImageError(f"{name}: no such file")
     try:
-        with warnings.catch_warnings():
-            # PIL warns past its limit and raises past twice that; max_pixels decides here.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(stream)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"{name}: {width}x{height} = {width * height:,} pixels, over the "
-                                 f"limit of {max_pixels:,}; refusing to decode a possible "
-                                 "decompression bomb (raise max_pixels if you trust the file)")
-            image.load()
-            return ImageOps.exif_transpose(image)
+        stream = open(name, "rb")
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied (cannot open the file for reading)") from None
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot open the file ({exc.strerror or exc})") from None
+    with stream:
+        if os.fstat(stream.fileno()).st_size == 0:
+            raise ImageError(f"{name}: an empty file (0 bytes), not an image")
+        return to_rgb(_decode(stream, name, max_pixels, draft))
+
+
+def _decode(stream: Any, name: str, max_pixels: int,
+            draft: tuple[int, int] | None = None) -> Image.Image:
+    try:
+        image = Image.open(stream)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(f"{name}: {width}x{height} = {width * height:,} pixels, over the "
+                             f"limit of {max_pixels:,}; refusing to decode a possible "
+                             "decompression bomb (raise max_pixels if you trust the file)")
+        if draft is not None and image.format == "JPEG":
+            image.draft("RGB", draft)
+        image.load()
+        return ImageOps.exif_transpose(image)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -115,19 +131,35 @@ def _normalize(image: Image.Image, rule: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
+def draft_size(config: ViTConfig, crops: str = "center") -> tuple[int, int]:
+    """The smallest (w, h) a JPEG may be decoded at for `config` without losing detail the
+    resize keeps: every side at least the resize target (orientation-proof: both sides)."""
+    size = config.image_size
+    if crops == "five":
+        side = int(FIVE_CROP_SCALE * size)
+    elif config.preprocessing.resize == "squash":
+        side = size
+    else:
+        side = int(size / config.preprocessing.crop_pct)
+    return side, side
+
+
 def preprocess(image: Any, config: ViTConfig, crops: str = "center",
-               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+               max_pixels: int = MAX_PIXELS, draft: bool = False) -> np.ndarray:
     """An image (path, bytes, uint8 array or PIL image) -> model input for `config`.
 
     crops="center": (3, H, W) by the checkpoint's rule (config.preprocessing).
     crops="five":   (5, 3, H, W): shorter side resized to 1.5 x H, then the four corner crops
                     and the center crop (the seed checkpoint's evaluation; average the softmax).
+    draft=True:     a JPEG far larger than the model input is decoded at a reduced scale
+                    (draft_size); the pixels then differ slightly from a full decode.
     """
     if crops not in ("center", "five"):
         raise ValueError(f"crops must be 'center' or 'five', got {crops!r}")
     rule = config.preprocessing
     size = config.image_size
-    rgb = load_image(image, max_pixels=max_pixels)
+    rgb = load_image(image, max_pixels=max_pixels,
+                     draft=draft_size(config, crops) if draft else None)
     resample = RESAMPLE[rule.interpolation]
     if crops == "five":
         big = _resize_shorter(rgb, int(FIVE_CROP_SCALE * size), resample)

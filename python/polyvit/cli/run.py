@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 from .. import __version__, backends, parity
 from ..config import PRESETS, ViTConfig
 from ..errors import BackendError, ImageError
+from ..inference.inputs import InputError, walk_images
 from ..labels import class_names, sample_image_path
 from ..model import Model, resolve_weights
 from ..preprocessing import preprocess
@@ -36,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vit-run",
         description="Classify images with a Vision Transformer on one of polyvit's backends, "
                     "or run every available backend and compare them with the reference.")
-    p.add_argument("images", nargs="*", help="image files (default: a bundled sample image)")
+    p.add_argument("images", nargs="*", help="image files or folders (default: a bundled sample "
+                                             "image); vit-predict handles datasets")
     p.add_argument("--backend", default="torch",
                    help="backend name, or 'all' to compare every available backend (default torch)")
     p.add_argument("--weights", help="checkpoint in any supported layout (default: built-in "
@@ -259,9 +262,27 @@ def _config_arg(args: argparse.Namespace) -> str | None:
     return args.config
 
 
+def expand_folders(images: list[str]) -> list[str]:
+    """A folder stands for the image files below it (sorted); other arguments stay as given, so
+    a missing or broken file is still reported by name."""
+    out: list[str] = []
+    for item in images:
+        if os.path.isdir(item):
+            skipped: list[str] = []
+            found = list(walk_images(item, skipped))
+            for line in skipped:
+                print(f"vit-run: warning: {line}", file=sys.stderr)
+            if not found:
+                raise InputError(f"{item}: no images found in the folder")
+            out += found
+        else:
+            out.append(item)
+    return out
+
+
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    paths = args.images or [sample_image_path()]
+    paths = expand_folders(args.images) or [sample_image_path()]
     crops = "five" if args.five_crop else "center"
     if args.backend == "all":
         return run_all(args, paths, crops)

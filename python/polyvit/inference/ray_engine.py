@@ -1,0 +1,232 @@
+"""The Ray Data engine: the same job as the local engine, spread over a Ray cluster.
+
+    paths (pos, path) ──► map_batches(decode_batch)            tasks: decode + preprocess
+                      ──► map_batches(Classifier, ActorPoolStrategy)  one polyvit model per actor
+                      ──► rows streamed back to the driver in input order (preserve_order),
+                          written by the same RowWriter as the local engine
+
+Every worker reads the images and the weights itself: paths must be readable on every node
+(a shared filesystem or the same layout everywhere). Users who already have a ray.data.Dataset
+of paths use decode_batch and Classifier directly (docs/predict.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..config import ViTConfig
+from ..errors import PolyvitError
+from ..labels import class_names
+from .pipeline import Stats, decode_chunk, error_kind, rows_for
+from .output import arrow_table, error_row
+
+CONNECT_TIMEOUT_S = 5.0
+# Logical CPUs reserved per model actor and per decode task. The actor's backend still runs its
+# own thread count (the node's cores unless threads= is given); the reservations only bound how
+# many actors and decode tasks share a node. Actors must leave room for decoding, or Ray Data
+# would wait forever for a decode slot (checked in check_resources). The two differ on purpose:
+# Ray Data fuses consecutive map stages with equal resource requests, which would move decoding
+# into the actors, serialised with the model instead of overlapping it.
+ACTOR_CPUS = 0.5
+DECODE_CPUS = 0.25
+MAX_BLOCK_ROWS = 256
+MODEL_SECONDS = "_model_seconds"
+
+
+class RayError(PolyvitError, RuntimeError):
+    """Ray is not installed, or the cluster cannot be reached."""
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RayError("--engine ray needs Ray Data: pip install 'polyvit[ray]' "
+                       "(or pip install 'ray[data]')") from None
+    return ray
+
+
+def connect(address: str | None, num_cpus: int | None = None):
+    """ray.init: the cluster at `address` (or RAY_ADDRESS), else a new local one sized to this
+    machine. An unreachable address is a RayError within CONNECT_TIMEOUT_S, never a hang."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address != "auto":
+        _check_reachable(address)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "configure_logging": False}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = num_cpus or os.cpu_count()
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RayError(f"cannot start or join the Ray cluster{f' at {address}' if address else ''}: "
+                       f"{exc}") from None
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayError(f"--ray-address {address!r}: expected host:port (e.g. 10.0.0.5:6379), "
+                       "ray://host:port, or auto")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise RayError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); check "
+                       "the address and that the head node is running (ray start --head)") from None
+
+
+# ---- the two stages ------------------------------------------------------------------------------
+
+def decode_batch(batch: dict[str, np.ndarray], config: ViTConfig, crops: str = "center",
+                 draft: bool = True) -> dict[str, np.ndarray]:
+    """{pos, path} -> {pos, path, image, error}: a broken image gets zeros and its error."""
+    paths = [str(p) for p in batch["path"]]
+    decoded = decode_chunk(paths, config, crops, draft)
+    shape = ((5,) if crops == "five" else ()) + (config.in_chans, config.image_size, config.image_size)
+    images = np.zeros((len(paths), *shape), np.float32)
+    for i, (array, _) in enumerate(decoded):
+        if array is not None:
+            images[i] = array
+    return {"pos": batch["pos"], "path": np.asarray(paths, dtype=object), "image": images,
+            "error": np.asarray([e for _, e in decoded], dtype=object)}
+
+
+class Classifier:
+    """A Ray Data callable class: one polyvit model per actor, loaded once in __init__."""
+
+    def __init__(self, weights: str | None, backend: str = "cpp", precision: str = "fp32",
+                 topk: int = 5, features: bool = False, crops: str = "center",
+                 config: str | None = None, num_heads: int | None = None,
+                 options: dict[str, Any] | None = None) -> None:
+        import polyvit
+
+        options = dict(options or {})
+        backend_options = polyvit.backends.backend_class(backend).option_names()
+        if "threads" in backend_options and not options.get("threads"):
+            # Ray sets OMP_NUM_THREADS=1 for fractional reservations: use the node's cores
+            options["threads"] = _cores()
+        self.model = polyvit.load(weights, backend=backend, precision=precision, config=config,
+                                  num_heads=num_heads, features=features, **options)
+        self.topk, self.features, self.crops = topk, features, 5 if crops == "five" else 1
+        self.labels = class_names(self.model.config.num_classes)
+
+    def __call__(self, batch: dict[str, np.ndarray]):
+        """A numpy batch {pos, path, image, error} -> a pyarrow table of rows (pos first)."""
+        paths = [str(p) for p in batch["path"]]
+        errors = [str(e) for e in batch["error"]]
+        ok = [i for i, e in enumerate(errors) if not e]
+        by_index: dict[int, dict[str, Any]] = {}
+        seconds = 0.0
+        if ok:
+            x = np.ascontiguousarray(batch["image"][ok], dtype=np.float32)
+            x = x.reshape(-1, *x.shape[-3:])
+            start = time.perf_counter()
+            if self.features:
+                logits, feats = self.model.logits_and_features(x)
+            else:
+                logits, feats = self.model(x), None
+            seconds = time.perf_counter() - start
+            rows = rows_for([paths[i] for i in ok], logits, self.topk, self.labels, self.crops, feats)
+            by_index = dict(zip(ok, rows))
+        rows = [by_index.get(i) or error_row(p, errors[i]) for i, p in enumerate(paths)]
+        import pyarrow as pa
+
+        table = arrow_table(rows, self.features)
+        table = table.add_column(0, "pos", pa.array(np.asarray(batch["pos"], dtype=np.int64)))
+        # the batch's forward time, on its first row: the driver sums it for the summary
+        model_s = np.zeros(len(rows))
+        model_s[0] = seconds
+        return table.append_column(MODEL_SECONDS, pa.array(model_s))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def check_resources(ray, actors: int) -> None:
+    """Refuse a job the cluster cannot schedule (it would wait forever, not fail)."""
+    cpus = ray.cluster_resources().get("CPU", 0)
+    need = actors * ACTOR_CPUS + DECODE_CPUS
+    if cpus < need:
+        raise RayError(f"the Ray cluster has {cpus:g} CPU(s); {actors} model actor(s) need "
+                       f"{need:g} with room to decode ({ACTOR_CPUS:g} per actor, {DECODE_CPUS:g} "
+                       f"per decode task): use --ray-actors {max(1, int((cpus - DECODE_CPUS) / ACTOR_CPUS))} "
+                       "or fewer, or a larger cluster")
+
+
+# ---- the job ----------------------------------------------------------------------------------
+
+def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, backend: str,
+            precision: str, options: dict[str, Any], batch_size: int = 32, topk: int = 5,
+            features: bool = False, crops: str = "center", draft: bool = True,
+            actors: int = 1, address: str | None = None, decode_batch_size: int = 16,
+            preset: str | None = None, num_heads: int | None = None,
+            stats: Stats | None = None
+            ) -> Iterator[list[dict[str, Any]]]:
+    """Rows of the job, in input order, as lists (one per block Ray hands back)."""
+    import pyarrow as pa
+
+    stats = stats if stats is not None else Stats()
+    stats.model_slots, stats.waiting_known = actors, False
+    ray = connect(address)
+    check_resources(ray, actors)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # the job's progress is reported by ours
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # rows come back in the order of `pos`
+    ctx.enable_progress_bars = False
+    start = time.perf_counter()
+    table = pa.table({"pos": pa.array(range(len(paths)), pa.int64()),
+                      "path": pa.array(list(paths), pa.string())})
+    # several blocks, so decode tasks run side by side and every actor gets work
+    rows_per_block = max(4, min(MAX_BLOCK_ROWS, -(-len(paths) // (8 * actors))))
+    ds = ray.data.from_arrow([table.slice(i, rows_per_block)
+                              for i in range(0, max(len(paths), 1), rows_per_block)])
+    ds = ds.map_batches(decode_batch, batch_size=decode_batch_size, batch_format="numpy",
+                        fn_kwargs={"config": config, "crops": crops, "draft": draft},
+                        num_cpus=DECODE_CPUS)
+    ds = ds.map_batches(
+        Classifier, batch_size=batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        fn_constructor_kwargs={"weights": weights, "backend": backend, "precision": precision,
+                               "topk": topk, "features": features, "crops": crops,
+                               "config": preset, "num_heads": num_heads, "options": options},
+        num_cpus=ACTOR_CPUS, num_gpus=1 if backend == "cuda" else 0)
+    columns = ["path", "topk_indices", "topk_labels", "topk_probs", "error"] + \
+        (["features"] if features else [])
+    expected = 0
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        data = batch.select(["pos", MODEL_SECONDS, *columns]).to_pydict()
+        stats.model += sum(data[MODEL_SECONDS])
+        if data["pos"] and data["pos"][0] != expected:
+            raise RayError(f"Ray returned rows out of order (row {data['pos'][0]} where "
+                           f"{expected} was due); this is a bug, please report it")
+        expected += len(data["pos"])
+        rows = [{c: data[c][i] for c in columns} for i in range(len(data["pos"]))]
+        for r in rows:
+            if r["error"]:
+                stats.errors += 1
+                stats.error_kinds[error_kind(r["error"])] += 1
+            else:
+                stats.classified += 1
+        stats.rows += len(rows)
+        stats.wall = time.perf_counter() - start
+        yield rows
+    stats.wall = time.perf_counter() - start

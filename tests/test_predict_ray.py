@@ -1,0 +1,81 @@
+"""vit-predict --engine ray: the same rows as the local engine, on a real local Ray cluster."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from polyvit.cli import predict as predict_cli
+from polyvit.inference import Job, expand_inputs, read_rows
+
+from scripts import run
+from test_predict import folder, tiny_weights  # noqa: F401 - shared fixtures
+
+ray = pytest.importorskip("ray", reason="Ray is the optional extra polyvit[ray] (part of dev)")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local cluster of 2 CPUs for the module (starting one takes seconds)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 1024 * 1024)
+    yield
+    ray.shutdown()
+
+
+def assert_same_rows(got, want):
+    assert [r["path"] for r in got] == [r["path"] for r in want]
+    for a, b in zip(got, want):
+        assert a["error"] == b["error"]
+        assert a["topk_indices"] == b["topk_indices"] and a["topk_labels"] == b["topk_labels"]
+        np.testing.assert_allclose(a["topk_probs"], b["topk_probs"], rtol=0, atol=1e-6)
+        if b.get("features"):
+            np.testing.assert_allclose(a["features"], b["features"], rtol=0, atol=1e-6)
+        else:
+            assert not a.get("features")
+
+
+@pytest.mark.parametrize("precision,features", [("fp32", True), ("int8", False)])
+def test_ray_engine_gives_the_local_engines_rows(cluster, folder, tiny_weights, precision,
+                                                 features):
+    paths = expand_inputs([str(folder), str(folder / "photo1.jpg")])
+    job = Job(weights=tiny_weights, backend="cpp", precision=precision, topk=4,
+              batch_size=3, features=features)
+    job.check()
+    local = [r for rows in job.run_local(paths) for r in rows]
+    remote = [r for rows in job.run_ray(paths, actors=2) for r in rows]
+    assert len(local) == len(paths) == 11 and sum(1 for r in local if r["error"]) == 4
+    assert_same_rows(remote, local)
+
+
+def test_vit_predict_engine_ray_writes_the_same_file(cluster, folder, tiny_weights, tmp_path):
+    outs = {}
+    for engine in ("local", "ray"):
+        outs[engine] = tmp_path / f"{engine}.parquet"
+        assert predict_cli.main([str(folder), "--out", str(outs[engine]), "--engine", engine,
+                                 "--weights", tiny_weights, "--quiet"]) == 0
+    assert_same_rows(list(read_rows(str(outs["ray"]))), list(read_rows(str(outs["local"]))))
+
+
+def test_an_unreachable_ray_address_is_a_clear_error_within_seconds(folder, tiny_weights,
+                                                                   tmp_path):
+    start = time.monotonic()
+    done = run("vit-predict", str(folder), "--out", str(tmp_path / "rows.parquet"),
+               "--weights", tiny_weights, "--engine", "ray", "--ray-address", "127.0.0.1:9",
+               timeout=60)
+    assert time.monotonic() - start < 30
+    assert done.returncode == 1 and "cannot reach a Ray cluster at 127.0.0.1:9" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert os.listdir(tmp_path) == []  # no output, no partial folder
+
+
+def test_more_actors_than_the_cluster_can_hold_is_refused_not_a_hang(cluster, folder,
+                                                                    tiny_weights):
+    from polyvit.inference.ray_engine import RayError
+
+    job = Job(weights=tiny_weights, backend="cpp")
+    with pytest.raises(RayError, match="--ray-actors 3 or fewer"):
+        next(job.run_ray(expand_inputs([str(folder)]), actors=4))
