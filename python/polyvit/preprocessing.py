@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import Preprocessing, ViTConfig
+from .config import ViTConfig
 from .errors import ImageError
 
 # Decoding an image larger than this is refused: a small file can claim billions of pixels.
@@ -124,11 +124,12 @@ def _center(image: Image.Image, size: int) -> Image.Image:
     return _crop(image, int(round((w - size) / 2.0)), int(round((h - size) / 2.0)), size)
 
 
-def _normalize(image: Image.Image, rule: Preprocessing) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, H, W) float32, (x / 255 - mean) / std."""
-    x = np.asarray(image, dtype=np.float32) / 255.0
+def normalize(pixels: np.ndarray, config: ViTConfig) -> np.ndarray:
+    """(..., H, W, 3) uint8 crops (prepare) -> (..., 3, H, W) float32, (x / 255 - mean) / std."""
+    rule = config.preprocessing
+    x = np.asarray(pixels, dtype=np.float32) / 255.0
     x = (x - np.asarray(rule.mean, np.float32)) / np.asarray(rule.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
 
 def draft_size(config: ViTConfig, crops: str = "center") -> tuple[int, int]:
@@ -154,6 +155,14 @@ def preprocess(image: Any, config: ViTConfig, crops: str = "center",
     draft=True:     a JPEG far larger than the model input is decoded at a reduced scale
                     (draft_size); the pixels then differ slightly from a full decode.
     """
+    return normalize(prepare(image, config, crops, max_pixels, draft), config)
+
+
+def prepare(image: Any, config: ViTConfig, crops: str = "center",
+            max_pixels: int = MAX_PIXELS, draft: bool = False) -> np.ndarray:
+    """preprocess() up to the normalisation: the resized and cropped uint8 pixels, (H, W, 3)
+    or (5, H, W, 3); a quarter of the float input's bytes, for handing images between
+    processes (normalize() finishes the job)."""
     if crops not in ("center", "five"):
         raise ValueError(f"crops must be 'center' or 'five', got {crops!r}")
     rule = config.preprocessing
@@ -166,9 +175,9 @@ def preprocess(image: Any, config: ViTConfig, crops: str = "center",
         w, h = big.size
         corners = [(0, 0), (w - size, 0), (0, h - size), (w - size, h - size)]
         views = [_crop(big, x, y, size) for x, y in corners] + [_center(big, size)]
-        return np.stack([_normalize(v, rule) for v in views])
+        return np.stack([np.asarray(v, dtype=np.uint8) for v in views])
     if rule.resize == "squash":
         view = rgb.resize((size, size), resample)
     else:
         view = _center(_resize_shorter(rgb, int(size / rule.crop_pct), resample), size)
-    return _normalize(view, rule)
+    return np.asarray(view, dtype=np.uint8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from typing import Any
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-actors", type=positive_int, default=1,
                    help="model actors with --engine ray (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--summary-json", metavar="PATH",
+                   help="also write the end-of-job summary (counts, seconds, img/s, the share "
+                        "of time the model was busy and waiting) as JSON")
     return p
 
 
@@ -152,6 +156,10 @@ def _main(argv: list[str] | None) -> int:
                 writer.write(rows)
                 bar.update(len(rows))
                 bar.set_postfix_str(f"{stats.errors} error(s)", refresh=False)
+    if args.summary_json:
+        with open(args.summary_json, "w", encoding="utf-8") as f:
+            json.dump({"engine": args.engine, "backend": job.backend, "precision": job.precision,
+                       **stats.as_dict()}, f, indent=2)
     if not args.quiet:
         print(f"vit-predict: {stats.summary()}", file=sys.stderr)
         print(f"vit-predict: wrote {args.out} ({job.backend} {job.precision}, {args.engine} "

@@ -59,6 +59,13 @@ class Stats:
     def waiting_share(self) -> float:
         return self.waiting / self.wall if self.wall else 0.0
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "classified": self.classified, "errors": self.errors,
+                "error_kinds": dict(self.error_kinds), "seconds": self.wall,
+                "images_per_second": self.images_per_second, "model_seconds": self.model,
+                "model_busy_share": self.busy_share,
+                "waiting_share": self.waiting_share if self.waiting_known else None}
+
     def summary(self) -> str:
         kinds = ", ".join(f"{n} {k}" for k, n in self.error_kinds.most_common())
         waiting = (f", waiting for input {100 * self.waiting_share:.0f}%" if self.waiting_known
@@ -83,13 +90,15 @@ def error_kind(message: str) -> str:
 
 # ---- decoding -------------------------------------------------------------------------------------
 
-def decode_chunk(paths: Sequence[str], config: ViTConfig, crops: str, draft: bool
+def decode_chunk(paths: Sequence[str], config: ViTConfig, crops: str, draft: bool,
+                 step: Callable[..., np.ndarray] = preprocess
                  ) -> list[tuple[np.ndarray | None, str]]:
-    """Each path -> (model input, "") or (None, the error): a broken image never raises."""
+    """Each path -> (step's array, "") or (None, the error): a broken image never raises.
+    step: preprocess (model input) or prepare (uint8 pixels, normalised later)."""
     out: list[tuple[np.ndarray | None, str]] = []
     for path in paths:
         try:
-            out.append((preprocess(path, config, crops=crops, draft=draft), ""))
+            out.append((step(path, config, crops=crops, draft=draft), ""))
         except ImageError as exc:
             out.append((None, str(exc)))
         except Exception as exc:  # noqa: BLE001 - any decoder failure belongs to its row

@@ -23,6 +23,7 @@ import numpy as np
 from ..config import ViTConfig
 from ..errors import PolyvitError
 from ..labels import class_names
+from ..preprocessing import normalize, prepare
 from .pipeline import Stats, decode_chunk, error_kind, rows_for
 from .output import arrow_table, error_row
 
@@ -94,11 +95,12 @@ def _check_reachable(address: str) -> None:
 
 def decode_batch(batch: dict[str, np.ndarray], config: ViTConfig, crops: str = "center",
                  draft: bool = True) -> dict[str, np.ndarray]:
-    """{pos, path} -> {pos, path, image, error}: a broken image gets zeros and its error."""
+    """{pos, path} -> {pos, path, image, error}: image holds the uint8 crops (a quarter of the
+    float input's bytes through the object store); a broken image gets zeros and its error."""
     paths = [str(p) for p in batch["path"]]
-    decoded = decode_chunk(paths, config, crops, draft)
-    shape = ((5,) if crops == "five" else ()) + (config.in_chans, config.image_size, config.image_size)
-    images = np.zeros((len(paths), *shape), np.float32)
+    decoded = decode_chunk(paths, config, crops, draft, step=prepare)
+    shape = ((5,) if crops == "five" else ()) + (config.image_size, config.image_size, 3)
+    images = np.zeros((len(paths), *shape), np.uint8)
     for i, (array, _) in enumerate(decoded):
         if array is not None:
             images[i] = array
@@ -133,8 +135,8 @@ class Classifier:
         by_index: dict[int, dict[str, Any]] = {}
         seconds = 0.0
         if ok:
-            x = np.ascontiguousarray(batch["image"][ok], dtype=np.float32)
-            x = x.reshape(-1, *x.shape[-3:])
+            x = normalize(batch["image"][ok], self.model.config)
+            x = x.reshape(-1, *x.shape[-3:])  # five crops: (n, 5, 3, H, W) -> (n * 5, 3, H, W)
             start = time.perf_counter()
             if self.features:
                 logits, feats = self.model.logits_and_features(x)
@@ -178,6 +180,7 @@ def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, bac
             precision: str, options: dict[str, Any], batch_size: int = 32, topk: int = 5,
             features: bool = False, crops: str = "center", draft: bool = True,
             actors: int = 1, address: str | None = None, decode_batch_size: int = 16,
+            decode_tasks: int | None = None,
             preset: str | None = None, num_heads: int | None = None,
             stats: Stats | None = None
             ) -> Iterator[list[dict[str, Any]]]:
@@ -188,6 +191,10 @@ def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, bac
     stats.model_slots, stats.waiting_known = actors, False
     ray = connect(address)
     check_resources(ray, actors)
+    if decode_tasks is None:
+        # as many decode tasks as the local engine has workers per model, cluster-wide: more
+        # only oversubscribe the cores the models run on
+        decode_tasks = max(1, min(int(ray.cluster_resources().get("CPU", 1)), 2 * actors))
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # the job's progress is reported by ours
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows come back in the order of `pos`
@@ -201,6 +208,7 @@ def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, bac
                               for i in range(0, max(len(paths), 1), rows_per_block)])
     ds = ds.map_batches(decode_batch, batch_size=decode_batch_size, batch_format="numpy",
                         fn_kwargs={"config": config, "crops": crops, "draft": draft},
+                        compute=ray.data.TaskPoolStrategy(size=decode_tasks),
                         num_cpus=DECODE_CPUS)
     ds = ds.map_batches(
         Classifier, batch_size=batch_size, batch_format="numpy",
