@@ -152,9 +152,16 @@ def test_one_row_per_input_errors_in_their_rows_and_the_same_predictions_as_load
     out = tmp_path / "rows.jsonl"
     listing = tmp_path / "again.txt"
     listing.write_text(f"{folder}/photo2.jpg\n{folder}/gone.jpg\n")
+    summary = tmp_path / "summary.json"
     assert predict(str(folder), str(listing), "--out", str(out), "--weights", tiny_weights,
-                   "--backend", "cpp", "--topk", "3", "--batch-size", "3") == 0
+                   "--backend", "cpp", "--topk", "3", "--batch-size", "3",
+                   "--summary-json", str(summary)) == 0
     paths = expand_inputs([str(folder), str(listing)])
+    counts = json.loads(summary.read_text())
+    assert (counts["rows"], counts["classified"], counts["errors"]) == (12, 7, 5)
+    assert counts["error_kinds"] == {"empty": 1, "not an image": 1, "truncated or corrupt": 1,
+                                     "too large": 1, "missing": 1}
+    assert 0 <= counts["waiting_share"] <= 1 and counts["images_per_second"] > 0
     rows = list(read_rows(str(out)))
     assert_rows_match(rows, paths, expected_rows(paths, tiny_weights), topk=3)
     errors = {os.path.basename(r["path"]): r["error"] for r in rows if r["error"]}
@@ -341,3 +348,13 @@ def test_an_existing_file_is_kept_unless_resume_or_overwrite(folder, tiny_weight
 def test_topk_zero_is_refused_by_the_parser(folder, tmp_path):
     done = run("vit-predict", str(folder), "--out", str(tmp_path / "r.csv"), "--topk", "0")
     assert done.returncode == 2 and "positive integer" in done.stderr
+
+
+def test_engine_ray_without_ray_installed_says_how_to_install(monkeypatch):
+    import sys
+
+    from polyvit.inference.ray_engine import RayError, import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like
+    with pytest.raises(RayError, match=r"pip install 'polyvit\[ray\]'"):
+        import_ray()

@@ -8,13 +8,20 @@ import time
 import numpy as np
 import pytest
 
+import polyvit
 from polyvit.cli import predict as predict_cli
 from polyvit.inference import Job, expand_inputs, read_rows
 
 from scripts import run
 from test_predict import folder, tiny_weights  # noqa: F401 - shared fixtures
 
-ray = pytest.importorskip("ray", reason="Ray is the optional extra polyvit[ray] (part of dev)")
+try:  # through polyvit, which readies the SYCL runtime before Ray imports dpctl
+    from polyvit.inference.ray_engine import RayError, import_ray
+
+    ray = import_ray()
+except RayError as exc:
+    pytest.skip(f"Ray is the optional extra polyvit[ray] (part of dev): {exc}",
+                allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +45,16 @@ def assert_same_rows(got, want):
             assert not a.get("features")
 
 
-@pytest.mark.parametrize("precision,features", [("fp32", True), ("int8", False)])
-def test_ray_engine_gives_the_local_engines_rows(cluster, folder, tiny_weights, precision,
-                                                 features):
+@pytest.mark.parametrize("backend,precision,features", [("cpp", "fp32", True),
+                                                        ("cpp", "int8", False),
+                                                        ("sycl", "fp32", False)])
+def test_ray_engine_gives_the_local_engines_rows(cluster, folder, tiny_weights, backend,
+                                                 precision, features):
+    """sycl too: its actors get the SYCL runtime's environment from the driver."""
+    if not polyvit.available_backends()[backend][0]:
+        pytest.skip(f"backend {backend} unavailable: {polyvit.available_backends()[backend][1]}")
     paths = expand_inputs([str(folder), str(folder / "photo1.jpg")])
-    job = Job(weights=tiny_weights, backend="cpp", precision=precision, topk=4,
+    job = Job(weights=tiny_weights, backend=backend, precision=precision, topk=4,
               batch_size=3, features=features)
     job.check()
     local = [r for rows in job.run_local(paths) for r in rows]
@@ -74,8 +86,6 @@ def test_an_unreachable_ray_address_is_a_clear_error_within_seconds(folder, tiny
 
 def test_more_actors_than_the_cluster_can_hold_is_refused_not_a_hang(cluster, folder,
                                                                     tiny_weights):
-    from polyvit.inference.ray_engine import RayError
-
     job = Job(weights=tiny_weights, backend="cpp")
     with pytest.raises(RayError, match="--ray-actors 3 or fewer"):
         next(job.run_ray(expand_inputs([str(folder)]), actors=4))

@@ -66,6 +66,25 @@ def test_the_default_device_is_the_opencl_cpu(model):
     assert model.impl.device.startswith("opencl:cpu")
 
 
+def test_dpctl_imported_before_polyvit_is_named_as_the_reason_for_no_device(sb, tmp_path):
+    """`import ray` imports dpctl; the error then says so and how to fix it, and importing Ray
+    through polyvit (import_ray) readies the runtime first, so the device is found."""
+    env = {k: v for k, v in clean_env(POLYVIT_CACHE_DIR=str(tmp_path)).items()
+           if k != "OCL_ICD_FILENAMES"}
+    load = ("try:\n    polyvit.load(None, backend='sycl', config='vit_test')\n    print('loaded')\n"
+            "except polyvit.BackendError as exc:\n    print(exc)\n")
+    code = "import dpctl, polyvit\n" + load
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert "dpctl was imported before polyvit" in done.stdout, done.stdout + done.stderr
+    assert "OCL_ICD_FILENAMES=/" in done.stdout
+    code = ("from polyvit.backends.sycl_backend import prepare_environment\n"
+            "prepare_environment()\nimport dpctl, polyvit\n" + load)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "loaded", done.stdout + done.stderr
+
+
 def test_a_filter_string_selects_the_device(sb):
     m = polyvit.load(random_weights(CFG, seed=3), backend="sycl", config=CFG,
                      device="opencl:cpu:0")

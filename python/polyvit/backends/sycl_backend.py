@@ -22,6 +22,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Mapping
@@ -79,41 +80,58 @@ def _opencl_cpu_library() -> str | None:
 
 _env_lock = threading.Lock()
 _dpctl_module = None
+_dpctl_imported_by_others = False  # dpctl was loaded before prepare_environment could run
 _managed_cache: Path | None = None  # the runtime's cache folder when this module chose it
 # Set next to SYCL_CACHE_DIR when this module chose it, so that a child process, which inherits
 # both, tells polyvit's choice (its own to redo) from a user's (left alone).
 CHOSEN_CACHE = "POLYVIT_SYCL_CHOSEN_CACHE"
 
 
-def _dpctl():
-    """Import dpctl after setting what the SYCL runtime reads at load time (unless set)."""
-    global _dpctl_module, _managed_cache
+def prepare_environment() -> None:
+    """Set what the SYCL runtime reads when dpctl loads (unless the user set it): where the
+    pip-installed OpenCL CPU runtime is, and the persistent kernel cache. Call it before
+    anything imports dpctl: Ray, for one, imports dpctl on `import ray` to look for Intel GPUs
+    (polyvit.inference.ray_engine.import_ray calls this first). Safe to call more than once."""
+    global _managed_cache, _dpctl_imported_by_others
     with _env_lock:
-        if _dpctl_module is None:
-            if "OCL_ICD_FILENAMES" not in os.environ:
-                library = _opencl_cpu_library()
-                if library:
-                    os.environ["OCL_ICD_FILENAMES"] = library
-            inherited = os.environ.get(CHOSEN_CACHE)
-            if inherited is not None and os.environ.get("SYCL_CACHE_DIR") == inherited:
-                for name in ("SYCL_CACHE_PERSISTENT", "SYCL_CACHE_DIR", CHOSEN_CACHE):
-                    os.environ.pop(name, None)  # a parent polyvit's choice: choose again here
-            if "SYCL_CACHE_PERSISTENT" not in os.environ and "SYCL_CACHE_DIR" not in os.environ:
-                folder = cache_dir() / "runtime"
-                try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                    if not os.access(folder.parent, os.W_OK) or not os.access(folder, os.W_OK):
-                        raise PermissionError(folder)
-                    os.environ["SYCL_CACHE_PERSISTENT"] = "1"
-                    os.environ["SYCL_CACHE_DIR"] = os.environ[CHOSEN_CACHE] = str(folder)
-                    _managed_cache = folder
-                except OSError:
-                    pass  # no writable cache: every process pays the JIT, nothing breaks
-            import dpctl
-            import dpctl.memory
+        if _dpctl_module is not None or "dpctl" in sys.modules:
+            # too late for this process: remember why there may be no device
+            _dpctl_imported_by_others = _dpctl_module is None and \
+                "OCL_ICD_FILENAMES" not in os.environ
+            return
+        if "OCL_ICD_FILENAMES" not in os.environ:
+            library = _opencl_cpu_library()
+            if library:
+                os.environ["OCL_ICD_FILENAMES"] = library
+        inherited = os.environ.get(CHOSEN_CACHE)
+        if inherited is not None and os.environ.get("SYCL_CACHE_DIR") == inherited:
+            for name in ("SYCL_CACHE_PERSISTENT", "SYCL_CACHE_DIR", CHOSEN_CACHE):
+                os.environ.pop(name, None)  # a parent polyvit's choice: choose again here
+        if "SYCL_CACHE_PERSISTENT" not in os.environ and "SYCL_CACHE_DIR" not in os.environ:
+            folder = cache_dir() / "runtime"
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                if not os.access(folder.parent, os.W_OK) or not os.access(folder, os.W_OK):
+                    raise PermissionError(folder)
+                os.environ["SYCL_CACHE_PERSISTENT"] = "1"
+                os.environ["SYCL_CACHE_DIR"] = os.environ[CHOSEN_CACHE] = str(folder)
+                _managed_cache = folder
+            except OSError:
+                pass  # no writable cache: every process pays the JIT, nothing breaks
 
-            _dpctl_module = dpctl
-        return _dpctl_module
+
+def _dpctl():
+    """Import dpctl after setting what the SYCL runtime reads at load time."""
+    global _dpctl_module
+    if _dpctl_module is None:
+        prepare_environment()
+        with _env_lock:
+            if _dpctl_module is None:
+                import dpctl
+                import dpctl.memory
+
+                _dpctl_module = dpctl
+    return _dpctl_module
 
 
 def _bridge():
@@ -130,6 +148,12 @@ def _why_no_device() -> str:
     if _opencl_cpu_library() is None:
         return ("no SYCL device found: the OpenCL CPU runtime is not installed "
                 "(pip install intel-opencl-rt==2026.2.0)")
+    if _dpctl_imported_by_others:
+        return ("no SYCL device found: dpctl was imported before polyvit could point the SYCL "
+                "runtime at the OpenCL CPU runtime (`import ray` does that, for one). Set "
+                f"OCL_ICD_FILENAMES={_opencl_cpu_library()} in the environment, or load the sycl "
+                "backend (or call polyvit.backends.sycl_backend.prepare_environment()) before "
+                "importing that package")
     return ("no SYCL device found although intel-opencl-rt is installed: OCL_ICD_FILENAMES is "
             f"{os.environ.get('OCL_ICD_FILENAMES')!r}; it must name its libintelocl.so and be "
             "set before dpctl is first imported (unset ONEAPI_DEVICE_SELECTOR if you set it)")

@@ -36,7 +36,7 @@ CONNECT_TIMEOUT_S = 5.0
 # into the actors, serialised with the model instead of overlapping it.
 ACTOR_CPUS = 0.5
 DECODE_CPUS = 0.25
-MAX_BLOCK_ROWS = 256
+BLOCK_ROWS = 64
 MODEL_SECONDS = "_model_seconds"
 
 
@@ -45,6 +45,11 @@ class RayError(PolyvitError, RuntimeError):
 
 
 def import_ray():
+    """ray, imported after the SYCL runtime's environment is set: `import ray` imports dpctl
+    (to look for Intel GPUs), and the sycl backend finds no device once dpctl loaded without it."""
+    from ..backends.sycl_backend import prepare_environment
+
+    prepare_environment()
     try:
         import ray
         import ray.data  # noqa: F401
@@ -156,6 +161,18 @@ class Classifier:
         return table.append_column(MODEL_SECONDS, pa.array(model_s))
 
 
+def _actor_environment(backend: str) -> dict[str, Any] | None:
+    """A Ray worker imports dpctl as it starts (Ray looks for Intel GPUs), before polyvit can
+    set the SYCL runtime's environment: hand it over from the driver instead."""
+    if backend != "sycl":
+        return None
+    from ..backends.sycl_backend import prepare_environment
+
+    prepare_environment()
+    env = {k: os.environ[k] for k in ("OCL_ICD_FILENAMES",) if k in os.environ}
+    return {"env_vars": env} if env else None
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -202,8 +219,9 @@ def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, bac
     start = time.perf_counter()
     table = pa.table({"pos": pa.array(range(len(paths)), pa.int64()),
                       "path": pa.array(list(paths), pa.string())})
-    # several blocks, so decode tasks run side by side and every actor gets work
-    rows_per_block = max(4, min(MAX_BLOCK_ROWS, -(-len(paths) // (8 * actors))))
+    # small blocks: a block is decoded by one task and classified only once it is whole, so
+    # the block size is the pipeline's granularity (the first batch waits for a whole block)
+    rows_per_block = max(4, min(BLOCK_ROWS, -(-len(paths) // (8 * actors))))
     ds = ray.data.from_arrow([table.slice(i, rows_per_block)
                               for i in range(0, max(len(paths), 1), rows_per_block)])
     ds = ds.map_batches(decode_batch, batch_size=decode_batch_size, batch_format="numpy",
@@ -216,7 +234,8 @@ def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, bac
         fn_constructor_kwargs={"weights": weights, "backend": backend, "precision": precision,
                                "topk": topk, "features": features, "crops": crops,
                                "config": preset, "num_heads": num_heads, "options": options},
-        num_cpus=ACTOR_CPUS, num_gpus=1 if backend == "cuda" else 0)
+        num_cpus=ACTOR_CPUS, num_gpus=1 if backend == "cuda" else 0,
+        runtime_env=_actor_environment(backend))
     columns = ["path", "topk_indices", "topk_labels", "topk_probs", "error"] + \
         (["features"] if features else [])
     expected = 0
