@@ -36,7 +36,7 @@ CONNECT_TIMEOUT_S = 5.0
 # into the actors, serialised with the model instead of overlapping it.
 ACTOR_CPUS = 0.5
 DECODE_CPUS = 0.25
-BLOCK_ROWS = 64
+BLOCK_ROWS = 256
 MODEL_SECONDS = "_model_seconds"
 
 
@@ -219,8 +219,8 @@ def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, bac
     start = time.perf_counter()
     table = pa.table({"pos": pa.array(range(len(paths)), pa.int64()),
                       "path": pa.array(list(paths), pa.string())})
-    # small blocks: a block is decoded by one task and classified only once it is whole, so
-    # the block size is the pipeline's granularity (the first batch waits for a whole block)
+    # a block is decoded by one task and classified once it is whole: smaller blocks start the
+    # model sooner but cost more per row (measured on 2000 JPEGs: 256 rows beat 64)
     rows_per_block = max(4, min(BLOCK_ROWS, -(-len(paths) // (8 * actors))))
     ds = ray.data.from_arrow([table.slice(i, rows_per_block)
                               for i in range(0, max(len(paths), 1), rows_per_block)])
