@@ -90,3 +90,19 @@ def test_an_export_that_fails_its_check_writes_nothing(weights, tmp_path, monkey
     with pytest.raises(ExportError, match="failed its check at batch 1"):
         export(weights, str(tmp_path / "vit.pt"), "torchscript")
     assert os.listdir(tmp_path) == []
+
+
+def test_an_export_at_another_image_size_matches_the_resampled_reference(weights, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime is in polyvit[bench]")
+    from polyvit.resize import at_image_size
+    from polyvit.weights import load
+
+    report = export(weights, str(tmp_path / "vit48.onnx"), "onnx", image_size=48,
+                    dynamic_batch=True)
+    assert report.batches == (1, 3)
+    cfg, tensors = at_image_size(*load(weights)[:2], 48)
+    session = ort.InferenceSession(str(tmp_path / "vit48.onnx"), providers=["CPUExecutionProvider"])
+    images = parity.random_images(cfg, 2, seed=3)
+    oracle, tol = parity.reference_outputs(cfg, tensors, images)
+    result = parity.compare(session.run(None, {"images": images})[0], oracle, tol)
+    assert result.passed, result.describe()

@@ -31,6 +31,9 @@ CASES = {
     "vit_small_patch32_224": get_config("vit_small_patch32_224"),
     "vit_tiny_patch16_224": get_config("vit_tiny_patch16_224"),  # 197 tokens
     "vit_small_patch32_224_seed": get_config("vit_small_patch32_224_seed"),
+    # another image size (polyvit.load(..., image_size=384)): 145 tokens
+    "vit_small_patch32_384": get_config("vit_small_patch32_224").replace(
+        name="vit_small_patch32_384", image_size=384),
 }
 # odd sizes everywhere (D 45, head dim 9, MLP 99, 26 tokens): every pair / quad padding path
 ODD = TEST.replace(name="odd_sizes", embed_dim=45, num_heads=5, mlp_dim=99, image_size=40)

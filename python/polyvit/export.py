@@ -63,7 +63,7 @@ def reference_module(cfg: ViTConfig, weights: dict[str, np.ndarray]):
 
 def export(weights: Any, out: str, format: str = "onnx", *, opset: int | None = None,
            dynamic_batch: bool = False, config: str | None = None,
-           num_heads: int | None = None) -> ExportReport:
+           num_heads: int | None = None, image_size: int | None = None) -> ExportReport:
     """Export `weights` (any supported layout, or None for the built-in seeded ones) to `out`,
     check it against the float64 reference, and only then write it."""
     from .inference.output import check_writable
@@ -74,7 +74,7 @@ def export(weights: Any, out: str, format: str = "onnx", *, opset: int | None = 
     if opset is not None and format != "onnx":
         raise ExportError("--opset applies to ONNX exports only")
     check_writable(out)
-    cfg, tensors, _ = resolve_weights(weights, config, num_heads)
+    cfg, tensors, _ = resolve_weights(weights, config, num_heads, image_size)
     module = reference_module(cfg, tensors)
     if dynamic_batch and format == "torchscript":
         raise ExportError("TorchScript tracing fixes the batch size; for a dynamic batch export "

@@ -66,7 +66,7 @@ class Model:
 def load(weights: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
          backend: str = "torch", precision: str = "fp32", *,
          config: str | ViTConfig | None = None, num_heads: int | None = None,
-         features: bool = False, **options: Any) -> Model:
+         features: bool = False, image_size: int | None = None, **options: Any) -> Model:
     """Load a ViT onto a backend.
 
     weights:   a checkpoint path in any supported layout (see polyvit.convert), a mapping of
@@ -76,13 +76,15 @@ def load(weights: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     precision: one of the backend's precisions; "fp32" everywhere.
     num_heads: overrides the head count of checkpoints that do not record it.
     features:  also give the pre-logits embedding (Model.logits_and_features).
+    image_size: run at this image size (a multiple of the patch size): the position embedding
+               is resampled bicubically (polyvit.resize.at_image_size).
     options:   passed to the backend (e.g. threads=2).
     """
     # options first: a wrong option is the same error whether or not the backend runs here;
     # both before reading a large checkpoint
     backends.backend_class(backend).check_arguments(precision, options)
     backends.require(backend)
-    cfg, tensors, source = resolve_weights(weights, config, num_heads)
+    cfg, tensors, source = resolve_weights(weights, config, num_heads, image_size)
     return build(backend, cfg, tensors, source, precision, features, **options)
 
 
@@ -110,8 +112,25 @@ def with_feature_head(cfg: ViTConfig, tensors: Mapping[str, np.ndarray]
 
 
 def resolve_weights(weights: Any, config: str | ViTConfig | None = None,
-                    num_heads: int | None = None) -> tuple[ViTConfig, dict[str, np.ndarray], str]:
-    """(config, float32 tensors, description of where they came from) for load()'s arguments."""
+                    num_heads: int | None = None, image_size: int | None = None
+                    ) -> tuple[ViTConfig, dict[str, np.ndarray], str]:
+    """(config, float32 tensors, description of where they came from) for load()'s arguments;
+    at image_size when given (position embedding resampled)."""
+    cfg, tensors, source = _resolve(weights, config, num_heads)
+    if image_size is not None and image_size != cfg.image_size:
+        from .resize import at_image_size
+
+        cfg, tensors = at_image_size(cfg, tensors, image_size)
+        source += f", position embedding resampled to {image_size} px"
+    elif image_size is not None:
+        from .resize import check_image_size
+
+        check_image_size(cfg, image_size)
+    return cfg, tensors, source
+
+
+def _resolve(weights: Any, config: str | ViTConfig | None,
+             num_heads: int | None) -> tuple[ViTConfig, dict[str, np.ndarray], str]:
     if weights is None:
         cfg = _config(config or DEFAULT_CONFIG)
         if num_heads is not None:

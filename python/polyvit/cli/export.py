@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset for the built-in weights when no checkpoint is given")
     p.add_argument("--num-heads", type=positive_int,
                    help="head count, for checkpoints that do not record it")
+    p.add_argument("--image-size", type=positive_int,
+                   help="export for this image size (the position embedding is resampled)")
     return p
 
 
@@ -50,7 +52,7 @@ def _main(argv: list[str] | None) -> int:
                          "its own")
     report = export(args.weights, args.out, fmt, opset=args.opset,
                     dynamic_batch=args.dynamic_batch, config=args.config,
-                    num_heads=args.num_heads)
+                    num_heads=args.num_heads, image_size=args.image_size)
     opset = f", opset {report.opset}" if report.opset else ""
     print(f"wrote {report.path} ({report.format}{opset}); checked at batch "
           f"{', '.join(map(str, report.batches))}: max |logit - float64 reference| "

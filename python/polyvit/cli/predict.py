@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset for the built-in weights when --weights is not given")
     p.add_argument("--num-heads", type=positive_int,
                    help="head count, for checkpoints that do not record it")
+    p.add_argument("--image-size", type=positive_int,
+                   help="run at this image size (a multiple of the patch size; the position "
+                        "embedding is resampled bicubically)")
     p.add_argument("--backend", default="auto",
                    help="backend name; auto (default) takes cpp when it is available, else torch")
     p.add_argument("--precision", default="fp32", help="fp32 (default), or one the backend offers")
@@ -128,7 +131,7 @@ def _main(argv: list[str] | None) -> int:
                   options=options, config=args.config, num_heads=args.num_heads,
                   topk=args.topk, batch_size=args.batch_size, features=args.features,
                   crops=crops, draft=args.draft, workers=args.workers,
-                  worker_kind=args.worker_kind)
+                  worker_kind=args.worker_kind, image_size=args.image_size)
     job.check()  # the backend, precision, options and --topk, before reading any image
     if args.engine == "ray":
         from ..inference.ray_engine import connect

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward call")
     p.add_argument("--num-heads", type=positive_int,
                    help="head count, for checkpoints that do not record it")
+    p.add_argument("--image-size", type=positive_int,
+                   help="run at this image size (a multiple of the patch size; the position "
+                        "embedding is resampled bicubically)")
     p.add_argument("--threads", type=positive_int, help="threads for the backend")
     p.add_argument("--device", type=_device,
                    help="the sycl backend's SYCL filter string, e.g. opencl:cpu (default) or "
@@ -129,7 +132,8 @@ def run_one(args: argparse.Namespace, paths: list[str], crops: str) -> int:
             raise BackendError(f"--device chooses the device of the sycl and cuda backends; "
                                f"backend {args.backend!r} takes no device")
         options["device"] = args.device
-    cfg, tensors, source = resolve_weights(args.weights, _config_arg(args), args.num_heads)
+    cfg, tensors, source = resolve_weights(args.weights, _config_arg(args), args.num_heads,
+                                           args.image_size)
     model = Model(cls(cfg, tensors, args.precision, **options), source)
     _note_untrained(args)
     names = class_names(cfg.num_classes)
@@ -171,7 +175,8 @@ def run_all(args: argparse.Namespace, paths: list[str], crops: str) -> int:
     if not ok:
         raise BackendError(f"--backend all compares against the torch reference, which is not "
                            f"available: {reason}")
-    cfg, tensors, source = resolve_weights(args.weights, _config_arg(args), args.num_heads)
+    cfg, tensors, source = resolve_weights(args.weights, _config_arg(args), args.num_heads,
+                                           args.image_size)
     _note_untrained(args)
     errors: list[str] = []
     inputs = list(_batches(paths, cfg, args.batch_size, crops, errors))

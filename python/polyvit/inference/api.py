@@ -66,13 +66,15 @@ class Job:
     draft: bool = True
     workers: int | None = None
     worker_kind: str = "thread"
+    image_size: int | None = None
     model_config: ViTConfig | None = None
 
     def check(self) -> None:
         """Options, backend, weights and topk, before any image is read."""
         backends.backend_class(self.backend).check_arguments(self.precision, self.options)
         backends.require(self.backend)
-        cfg, tensors, source = resolve_weights(self.weights, self.config, self.num_heads)
+        cfg, tensors, source = resolve_weights(self.weights, self.config, self.num_heads,
+                                               self.image_size)
         check_topk(self.topk, cfg.num_classes)
         self.model_config, self._resolved = cfg, (cfg, tensors, source)
 
@@ -100,4 +102,5 @@ class Job:
                            precision=self.precision, options=self.options,
                            batch_size=self.batch_size, topk=self.topk, features=self.features,
                            crops=self.crops, draft=self.draft, actors=actors, address=address,
-                           preset=self.config, num_heads=self.num_heads, stats=stats)
+                           preset=self.config, num_heads=self.num_heads,
+                           image_size=self.image_size, stats=stats)

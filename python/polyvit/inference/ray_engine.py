@@ -119,7 +119,7 @@ class Classifier:
     def __init__(self, weights: str | None, backend: str = "cpp", precision: str = "fp32",
                  topk: int = 5, features: bool = False, crops: str = "center",
                  config: str | None = None, num_heads: int | None = None,
-                 options: dict[str, Any] | None = None) -> None:
+                 options: dict[str, Any] | None = None, image_size: int | None = None) -> None:
         import polyvit
 
         options = dict(options or {})
@@ -128,7 +128,8 @@ class Classifier:
             # Ray sets OMP_NUM_THREADS=1 for fractional reservations: use the node's cores
             options["threads"] = _cores()
         self.model = polyvit.load(weights, backend=backend, precision=precision, config=config,
-                                  num_heads=num_heads, features=features, **options)
+                                  num_heads=num_heads, features=features,
+                                  image_size=image_size, **options)
         self.topk, self.features, self.crops = topk, features, 5 if crops == "five" else 1
         self.labels = class_names(self.model.config.num_classes)
 
@@ -199,7 +200,7 @@ def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, bac
             actors: int = 1, address: str | None = None, decode_batch_size: int = 16,
             decode_tasks: int | None = None,
             preset: str | None = None, num_heads: int | None = None,
-            stats: Stats | None = None
+            image_size: int | None = None, stats: Stats | None = None
             ) -> Iterator[list[dict[str, Any]]]:
     """Rows of the job, in input order, as lists (one per block Ray hands back)."""
     import pyarrow as pa
@@ -233,7 +234,8 @@ def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, bac
         compute=ray.data.ActorPoolStrategy(size=actors),
         fn_constructor_kwargs={"weights": weights, "backend": backend, "precision": precision,
                                "topk": topk, "features": features, "crops": crops,
-                               "config": preset, "num_heads": num_heads, "options": options},
+                               "config": preset, "num_heads": num_heads, "options": options,
+                               "image_size": image_size},
         num_cpus=ACTOR_CPUS, num_gpus=1 if backend == "cuda" else 0,
         runtime_env=_actor_environment(backend))
     columns = ["path", "topk_indices", "topk_labels", "topk_probs", "error"] + \
