@@ -49,6 +49,10 @@ class Model:
         out = self.impl.forward(check_images(images, self.config))
         return np.ascontiguousarray(out[:, :self.config.num_classes]) if self.feature_dim else out
 
+    def forward_features(self, images: Any) -> np.ndarray:
+        """(B, embed_dim) pre-logits embedding: the class token after the final norm."""
+        return self.logits_and_features(images)[1]
+
     def logits_and_features(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
         """(B, num_classes) logits and (B, embed_dim) features from one forward pass."""
         if not self.feature_dim:

@@ -106,11 +106,15 @@ def block(cfg: ViTConfig, w: Mapping[str, torch.Tensor], i: int, x: torch.Tensor
     return x + linear(h, w[p + "mlp.fc2.weight"], w[p + "mlp.fc2.bias"])
 
 
-def forward(cfg: ViTConfig, w: Mapping[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) preprocessed images -> (B, num_classes) logits."""
+def features(cfg: ViTConfig, w: Mapping[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) preprocessed images -> (B, D) pre-logits: the class token after the norm."""
     x = embed(cfg, w, images)
     for i in range(cfg.depth):
         x = block(cfg, w, i, x, class_token_only=i == cfg.depth - 1)
     # LayerNorm is per token, so normalising only the class token equals timm's norm-then-pool.
-    cls = layernorm(x[:, 0], w["norm.weight"], w["norm.bias"], cfg.ln_eps)  # (B, D)
-    return linear(cls, w["head.weight"], w["head.bias"])
+    return layernorm(x[:, 0], w["norm.weight"], w["norm.bias"], cfg.ln_eps)  # (B, D)
+
+
+def forward(cfg: ViTConfig, w: Mapping[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) preprocessed images -> (B, num_classes) logits."""
+    return linear(features(cfg, w, images), w["head.weight"], w["head.bias"])

@@ -17,7 +17,8 @@ from ..config import PRESETS, ViTConfig
 from ..errors import BackendError, ImageError
 from ..inference.inputs import InputError, walk_images
 from ..labels import class_names, sample_image_path
-from ..model import Model, resolve_weights
+from ..inference.output import check_writable
+from ..model import Model, build, resolve_weights
 from ..preprocessing import preprocess
 from .common import positive_int, run_main
 
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--five-crop", action="store_true",
                    help="average the softmax over five crops (the seed checkpoint's evaluation)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.add_argument("--features", metavar="OUT.npy",
+                   help="also save the pre-logits embeddings (class token after the final norm), "
+                        "one row per classified image in order, as a float32 .npy file")
     return p
 
 
@@ -134,15 +138,23 @@ def run_one(args: argparse.Namespace, paths: list[str], crops: str) -> int:
         options["device"] = args.device
     cfg, tensors, source = resolve_weights(args.weights, _config_arg(args), args.num_heads,
                                            args.image_size)
-    model = Model(cls(cfg, tensors, args.precision, **options), source)
+    if args.features:
+        check_writable(args.features)
+    model = build(args.backend, cfg, tensors, source, args.precision, bool(args.features),
+                  **options)
     _note_untrained(args)
     names = class_names(cfg.num_classes)
     n_crops = 5 if crops == "five" else 1
     results, errors, seconds, count = [], [], 0.0, 0
+    features: list[np.ndarray] = []
     with _progress(len(paths), model.backend) as bar:
         for batch_names, x in _batches(paths, cfg, args.batch_size, crops, errors):
             start = time.perf_counter()
-            logits = model(x)
+            if args.features:
+                logits, feats = model.logits_and_features(x)
+                features.append(feats.reshape(len(batch_names), n_crops, -1).mean(axis=1))
+            else:
+                logits = model(x)
             seconds += time.perf_counter() - start
             count += len(batch_names)
             probs = probabilities(logits, n_crops)
@@ -152,6 +164,8 @@ def run_one(args: argparse.Namespace, paths: list[str], crops: str) -> int:
             if not args.json:
                 _print_predictions(batch)
             bar.update(len(batch_names))
+    if args.features and features:
+        np.save(args.features, np.concatenate(features).astype(np.float32))
     ms = 1000 * seconds / count if count else None
     if args.json:
         print(json.dumps({
@@ -290,6 +304,8 @@ def _main(argv: list[str] | None) -> int:
     paths = expand_folders(args.images) or [sample_image_path()]
     crops = "five" if args.five_crop else "center"
     if args.backend == "all":
+        if args.features:
+            raise ValueError("--features saves one backend's embeddings; name the backend")
         return run_all(args, paths, crops)
     return run_one(args, paths, crops)
 
