@@ -121,6 +121,12 @@ void block(const Attention& at, int b, int h, int i0, float* s) {
 
   float inv[NQ];
   for (int r = 0; r < NQ; ++r) inv[r] = softmax_row(s + r * tp, T);
+  if (at.probs) {  // attention maps only: the normal forward pays one predictable branch
+    for (int r = 0; r < NQ; ++r) {
+      float* p = at.probs + ((static_cast<long>(b) * at.heads + h) * at.queries + i0 + r) * T;
+      for (int j = 0; j < T; ++j) p[j] = s[r * tp + j] * inv[r];
+    }
+  }
 
   const float* v = base + 2 * at.dim + h * hd;
   int d0 = 0;

@@ -59,6 +59,7 @@ struct Attention {
   float* out;        // (B, T, D)
   float* kt;         // (B, H, hd, tp) keys transposed, columns zero-padded to tp
   int batch, tokens, dim, heads, tp, queries;
+  float* probs = nullptr;    // (B, H, queries, T): the probabilities too, when set (attention maps)
   // the bf16 form (attention_bf16.cpp), hdp = hd rounded up to even:
   uint16_t* kt16 = nullptr;  // (B, H, hdp / 2, tp, 2) keys, pairs of d interleaved
   uint16_t* v16 = nullptr;   // (B, H, tp / 2, hdp, 2) values, pairs of tokens interleaved

@@ -208,7 +208,8 @@ const char* Model::op_name(int op) {
   return names[op];
 }
 
-void Model::forward(const float* images, int batch, float* logits, double* seconds) {
+void Model::forward(const float* images, int batch, float* logits, double* seconds,
+                    float* maps) {
   std::unique_ptr<Workspace> ws = acquire(batch);
   const Dims& d = d_;
   const Kernels& k = *engine_.f32;
@@ -218,6 +219,8 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
   const long scratch_stride = this->scratch_stride();
   float *x = ws->x.data(), *h = ws->h.data(), *qkv = ws->qkv.data(), *mlp = ws->mlp.data();
   const Epilogue gelu = d.gelu_tanh ? Epilogue::GeluTanh : Epilogue::GeluErf;
+  const long map_size = static_cast<long>(batch) * d.heads * T * T;  // one block's maps
+  if (maps && engine_.bf16) throw std::invalid_argument("attention maps need fp32 attention");
 
   parallel(threads_, [&](Team t) {
     // after a barrier, the team's first thread books the time since its last mark to op
@@ -278,8 +281,9 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
         at.ldo16 = blk.proj.kp;
         attention_bf16(*engine_.bf16, at, ws->scratch.data(), scratch_stride, t);
       } else {
-        attention(k, Attention{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp, T},
-                  ws->scratch.data(), scratch_stride, t);
+        Attention at{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp, T};
+        at.probs = maps ? maps + i * map_size : nullptr;  // (B, H, T, T)
+        attention(k, at, ws->scratch.data(), scratch_stride, t);
       }
       barrier();
       mark(kAttention);
@@ -320,11 +324,15 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
     mark(kLayerNorm);
     linear(engine_, top.kv, h, D, rows, qkv + D, 3 * D, Epilogue::Bias, nullptr, 0, op, t);
     barrier();
-    linear(engine_, top.q, h, ldt, batch, qkv, 3 * ldt, Epilogue::Bias, nullptr, 0, op, t);
+    if (maps)  // the whole map: every token's query (the class rows come out the same)
+      linear(engine_, top.q, h, D, rows, qkv, 3 * D, Epilogue::Bias, nullptr, 0, op, t);
+    else
+      linear(engine_, top.q, h, ldt, batch, qkv, 3 * ldt, Epilogue::Bias, nullptr, 0, op, t);
     barrier();
     mark(kQkv);
-    attention(k, Attention{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp, 1},
-              ws->scratch.data(), scratch_stride, t);
+    Attention at{qkv, h, ws->kt.data(), batch, T, D, d.heads, tp, maps ? T : 1};
+    at.probs = maps ? maps + (d.depth - 1) * map_size : nullptr;
+    attention(k, at, ws->scratch.data(), scratch_stride, t);
     barrier();
     mark(kAttention);
     linear(engine_, top.proj, h, ldt, batch, x, ldt, Epilogue::Residual, x, ldt, op, t);

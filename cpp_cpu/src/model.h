@@ -57,7 +57,10 @@ class Model {
 
   // images (B, C, H, W) -> logits (B, classes). Thread-safe; call without the GIL.
   // seconds, when set, gets each op's wall time added (kOps slots).
-  void forward(const float* images, int batch, float* logits, double* seconds = nullptr);
+  // maps: when set, every block's attention probabilities (depth, B, H, T, T) too (fp32
+  // attention only: not with bf16 blocks); the logits are the same either way
+  void forward(const float* images, int batch, float* logits, double* seconds = nullptr,
+               float* maps = nullptr);
   int threads() const { return threads_; }
   const char* isa() const { return engine_.f32->isa; }
   // The batch sizes whose workspaces are kept, least recently used first.

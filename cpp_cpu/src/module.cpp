@@ -170,6 +170,25 @@ struct PyModel {
     return x;
   }
 
+  // every block's attention probabilities, (depth, B, H, T, T)
+  py::array_t<float> attention_maps(py::handle images) {
+    F32 x = checked_images(images);
+    if (precision == "bf16")
+      throw py::value_error("attention maps come from the fp32 attention kernel; load the "
+                            "model in fp32 or int8 (bf16 attends in bf16 and keeps no map)");
+    const long batch = x.shape(0), T = dims.tokens();
+    py::array_t<float> maps({static_cast<long>(dims.depth), batch, static_cast<long>(dims.heads),
+                             T, T});
+    std::vector<float> logits(static_cast<size_t>(batch) * dims.classes);
+    const float* in = x.data();
+    float* out = maps.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      model->forward(in, static_cast<int>(batch), logits.data(), nullptr, out);
+    }
+    return maps;
+  }
+
   py::array_t<float> forward(py::handle images) {
     F32 x = checked_images(images);
     const long batch = x.shape(0);
@@ -476,6 +495,8 @@ PYBIND11_MODULE(_cpu, m) {
            "config: _native.config_fields(cfg); weights: name -> float32 array")
       .def("forward", &PyModel::forward, py::arg("images"),
            "(B, C, H, W) float32 C-contiguous -> (B, num_classes) float32 logits")
+      .def("attention_maps", &PyModel::attention_maps, py::arg("images"),
+           "(B, C, H, W) float32 -> every block's attention probabilities (depth, B, H, T, T)")
       .def("profile", &profile, py::arg("images"), py::arg("rounds") = 10,
            "seconds per kind of op of one forward pass, averaged over rounds")
       .def("cached_batch_sizes", [](PyModel& s) { return s.model->cached_batch_sizes(); },

@@ -49,6 +49,11 @@ class Model:
         out = self.impl.forward(check_images(images, self.config))
         return np.ascontiguousarray(out[:, :self.config.num_classes]) if self.feature_dim else out
 
+    def attention_maps(self, images: Any) -> list[np.ndarray]:
+        """Every block's attention probabilities, (B, heads, T, T) each (token 0: the class
+        token), from backends that can give them (BackendError names them otherwise)."""
+        return self.impl.attention_maps(check_images(images, self.config))
+
     def forward_features(self, images: Any) -> np.ndarray:
         """(B, embed_dim) pre-logits embedding: the class token after the final norm."""
         return self.logits_and_features(images)[1]

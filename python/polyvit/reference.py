@@ -46,9 +46,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return y if bias is None else y + bias
 
 
-def attention(qkv: torch.Tensor, num_heads: int, queries: int | None = None) -> torch.Tensor:
+def attention(qkv: torch.Tensor, num_heads: int, queries: int | None = None,
+              record: list | None = None) -> torch.Tensor:
     """(B, T, 3D) packed q|k|v -> (B, Q, D): softmax(q k^T / sqrt(hd)) v per (batch, head), for
-    the first Q = queries tokens' queries (default all T) against every token's keys."""
+    the first Q = queries tokens' queries (default all T) against every token's keys.
+    record: a list the probabilities (B, H, Q, T) are appended to (attention maps)."""
     b, t, three_d = qkv.shape
     d = three_d // 3
     hd = d // num_heads
@@ -58,6 +60,8 @@ def attention(qkv: torch.Tensor, num_heads: int, queries: int | None = None) -> 
     scores = scores - scores.amax(dim=-1, keepdim=True)                   # stable softmax
     probs = scores.exp()
     probs = probs / probs.sum(dim=-1, keepdim=True)
+    if record is not None:
+        record.append(probs)
     out = probs @ v                                                       # (B, H, Q, hd)
     return out.transpose(1, 2).reshape(b, q.shape[2], d)
 
@@ -88,7 +92,7 @@ def embed(cfg: ViTConfig, w: Mapping[str, torch.Tensor], images: torch.Tensor) -
 
 
 def block(cfg: ViTConfig, w: Mapping[str, torch.Tensor], i: int, x: torch.Tensor,
-          class_token_only: bool = False) -> torch.Tensor:
+          class_token_only: bool = False, record: list | None = None) -> torch.Tensor:
     """One pre-norm transformer block: x + attn(norm1(x)), then + mlp(norm2(x)).
 
     class_token_only: return the class token's row alone, (B, 1, D). Its attention still reads
@@ -99,7 +103,7 @@ def block(cfg: ViTConfig, w: Mapping[str, torch.Tensor], i: int, x: torch.Tensor
     h = layernorm(x, w[p + "norm1.weight"], w[p + "norm1.bias"], cfg.ln_eps)
     qkv = linear(h, w[p + "attn.qkv.weight"], w.get(p + "attn.qkv.bias"))  # (B, T, 3D)
     queries = 1 if class_token_only else None
-    x = x[:, :queries] + linear(attention(qkv, cfg.num_heads, queries), w[p + "attn.proj.weight"],
+    x = x[:, :queries] + linear(attention(qkv, cfg.num_heads, queries, record), w[p + "attn.proj.weight"],
                                 w[p + "attn.proj.bias"])                # (B, T or 1, D)
     h = layernorm(x, w[p + "norm2.weight"], w[p + "norm2.bias"], cfg.ln_eps)
     h = GELU[cfg.gelu](linear(h, w[p + "mlp.fc1.weight"], w[p + "mlp.fc1.bias"]))  # (B, T or 1, M)
@@ -113,6 +117,18 @@ def features(cfg: ViTConfig, w: Mapping[str, torch.Tensor], images: torch.Tensor
         x = block(cfg, w, i, x, class_token_only=i == cfg.depth - 1)
     # LayerNorm is per token, so normalising only the class token equals timm's norm-then-pool.
     return layernorm(x[:, 0], w["norm.weight"], w["norm.bias"], cfg.ln_eps)  # (B, D)
+
+
+def attention_maps(cfg: ViTConfig, w: Mapping[str, torch.Tensor],
+                   images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(logits, every block's attention probabilities (B, H, T, T)): every block runs for all
+    tokens here (the last block too), so its map is whole; the logits are forward()'s."""
+    maps: list[torch.Tensor] = []
+    x = embed(cfg, w, images)
+    for i in range(cfg.depth):
+        x = block(cfg, w, i, x, record=maps)
+    cls = layernorm(x[:, 0], w["norm.weight"], w["norm.bias"], cfg.ln_eps)
+    return linear(cls, w["head.weight"], w["head.bias"]), maps
 
 
 def forward(cfg: ViTConfig, w: Mapping[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:

@@ -253,6 +253,15 @@ class Backend:
         """(B, C, H, W) float32, checked by check_images -> (B, num_classes) float32 logits."""
         raise NotImplementedError
 
+    def attention_maps(self, images: np.ndarray) -> list[np.ndarray]:
+        """Every block's attention probabilities, (B, heads, T, T) float32 each. Optional: a
+        backend whose kernels never hold the probabilities (fused, online softmax) leaves it."""
+        from . import backend_class, names
+
+        able = [n for n in names() if "attention_maps" in vars(backend_class(n))]
+        raise BackendError(f"backend {self.name!r} cannot give attention maps (its attention "
+                           f"kernels never hold the probabilities); these can: {', '.join(able)}")
+
 
 def check_images(images: Any, cfg: ViTConfig) -> np.ndarray:
     """Return images as a (B, C, H, W) float32 C-contiguous numpy array, or raise a clear error.

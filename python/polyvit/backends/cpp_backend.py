@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import ViTConfig
+from ..errors import BackendError
 from . import _native
 from .base import THREADS, Backend, Ops, choice_option
 
@@ -82,6 +83,13 @@ class CppBackend(Backend):
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         return self._model.forward(images)
+
+    def attention_maps(self, images: np.ndarray) -> list[np.ndarray]:
+        """Every block's probabilities from the fp32 attention kernel (fp32 and int8 models)."""
+        if self.precision == "bf16":
+            raise BackendError("backend 'cpp' gives attention maps in fp32 and int8; a bf16 "
+                               "model attends in bf16 and keeps no map: load it in fp32")
+        return list(self._model.attention_maps(images))
 
     def profile(self, images: np.ndarray, rounds: int = 10) -> dict[str, float]:
         """Seconds per kind of op of one forward pass, averaged over rounds."""

@@ -55,6 +55,16 @@ class TorchBackend(Backend):
     def forward(self, images: np.ndarray) -> np.ndarray:
         return self.logits(images).astype(np.float32, copy=False)
 
+    def attention_maps(self, images: np.ndarray) -> list[np.ndarray]:
+        import torch
+
+        from .. import reference
+
+        with torch.inference_mode():
+            x = torch.from_numpy(images).to(self._dtype)
+            _, maps = reference.attention_maps(self.config, self._weights, x)
+        return [m.numpy().astype(np.float32, copy=False) for m in maps]
+
 
 def _set_threads(threads: int) -> None:
     import torch

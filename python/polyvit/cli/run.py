@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import __version__, backends, parity
 from ..config import PRESETS, ViTConfig
+from ..backends.base import Backend
 from ..errors import BackendError, ImageError
 from ..inference.inputs import InputError, walk_images
 from ..labels import class_names, sample_image_path
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--five-crop", action="store_true",
                    help="average the softmax over five crops (the seed checkpoint's evaluation)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.add_argument("--attention", metavar="OUT.png",
+                   help="draw one image's attention (rollout, and the last block's class-token "
+                        "attention per head) over the image, as a PNG (backends that give the "
+                        "probabilities: torch, cpp)")
     p.add_argument("--features", metavar="OUT.npy",
                    help="also save the pre-logits embeddings (class token after the final norm), "
                         "one row per classified image in order, as a float32 .npy file")
@@ -140,6 +145,13 @@ def run_one(args: argparse.Namespace, paths: list[str], crops: str) -> int:
                                            args.image_size)
     if args.features:
         check_writable(args.features)
+    if args.attention:
+        check_writable(args.attention)
+        if "attention_maps" not in vars(cls):  # refuse before the work, with the base's message
+            Backend.attention_maps(cls.__new__(cls), None)
+        if len(paths) != 1 or crops != "center":
+            raise ValueError("--attention draws one image's maps: give exactly one image, "
+                             "without --five-crop")
     model = build(args.backend, cfg, tensors, source, args.precision, bool(args.features),
                   **options)
     _note_untrained(args)
@@ -166,6 +178,16 @@ def run_one(args: argparse.Namespace, paths: list[str], crops: str) -> int:
             bar.update(len(batch_names))
     if args.features and features:
         np.save(args.features, np.concatenate(features).astype(np.float32))
+    if args.attention and results:
+        from ..attention_maps import figure
+
+        x = preprocess(paths[0], cfg)[None]
+        top = results[0]["topk"][0]
+        figure(x[0], model.attention_maps(x), cfg, args.attention,
+               title=f"{Path(paths[0]).name}: {cfg.name} on {model.backend}, weights {source}; "
+                     f"top-1 {top['label']} "
+                     f"({100 * top['probability']:.1f}%)")
+        print(f"attention maps: {args.attention}", file=sys.stderr)
     ms = 1000 * seconds / count if count else None
     if args.json:
         print(json.dumps({
@@ -304,8 +326,9 @@ def _main(argv: list[str] | None) -> int:
     paths = expand_folders(args.images) or [sample_image_path()]
     crops = "five" if args.five_crop else "center"
     if args.backend == "all":
-        if args.features:
-            raise ValueError("--features saves one backend's embeddings; name the backend")
+        if args.features or args.attention:
+            raise ValueError("--features and --attention take one backend's outputs; name the "
+                             "backend")
         return run_all(args, paths, crops)
     return run_one(args, paths, crops)
 
