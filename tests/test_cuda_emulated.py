@@ -69,8 +69,10 @@ def test_cuda_forward_passes_the_end_to_end_rule_on_the_emulator(emulated):
 def test_the_cuda_specific_tests_pass_on_the_emulator(emulated):
     """The class-query attention of the last block in every precision, graph replay, device
     strings, errors; and the whole contract test (options, batch-size cache, concurrent calls,
-    bad images, bad op input in every precision) on the C++ plans. (The device-array tests need
-    a CUDA build of torch; the thread test is for backends with threads.)"""
-    passed(run_emulated(emulated, "tests/test_cuda_gpu.py", "tests/test_backend_contract.py", "-k",
+    bad images, bad op input in every precision) on the C++ plans; features, tokens and
+    another image size as every backend gets them. (The device-array tests need a CUDA build
+    of torch; the thread test is for backends with threads.)"""
+    passed(run_emulated(emulated, "tests/test_cuda_gpu.py", "tests/test_backend_contract.py",
+                        "tests/test_features.py", "tests/test_resize.py", "-k",
                         "not device_arrays and (test_cuda_gpu and not small_config[fp16] "
                         "or (cuda and not thread_counts))"))

@@ -27,11 +27,14 @@ class Model:
     identity block (with_feature_head), so one forward pass yields both, exactly in fp32.
     """
 
-    def __init__(self, impl: Backend, weights_source: str, config: ViTConfig | None = None) -> None:
+    def __init__(self, impl: Backend, weights_source: str, config: ViTConfig | None = None,
+                 weights: Mapping[str, np.ndarray] | None = None) -> None:
         self.impl = impl
         self.weights_source = weights_source
         self._config = config or impl.config
         self.feature_dim = impl.config.num_classes - self._config.num_classes
+        self._weights = weights  # kept by features=True, for the op-by-op token path
+        self._ops = None
 
     @property
     def config(self) -> ViTConfig:
@@ -54,9 +57,30 @@ class Model:
         token), from backends that can give them (BackendError names them otherwise)."""
         return self.impl.attention_maps(check_images(images, self.config))
 
-    def forward_features(self, images: Any) -> np.ndarray:
-        """(B, embed_dim) pre-logits embedding: the class token after the final norm."""
-        return self.logits_and_features(images)[1]
+    def forward_features(self, images: Any, return_tokens: bool = False,
+                         pool: str = "token") -> np.ndarray:
+        """The pre-logits embedding, (B, embed_dim): the class token after the final norm
+        (pool="token"), or the mean of the normed patch tokens (pool="mean", for checkpoints
+        trained with average pooling). return_tokens=True: every normed token, (B, T, D).
+
+        The class token comes from the fused forward; tokens and the mean come from the same
+        network run op by op on this backend's kernels (polyvit.tokens), since the fused
+        forward computes the last block for the class token alone."""
+        from .tokens import POOLS, forward_tokens
+        from .tokens import pool as pooled
+
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        if not return_tokens and pool == "token":
+            return self.logits_and_features(images)[1]
+        if self._weights is None:
+            raise ValueError("tokens and mean pooling need a model loaded with features=True "
+                             "(polyvit.load(..., features=True))")
+        if self._ops is None:
+            self._ops = type(self.impl).ops(self.precision, **self.impl.options)
+        tokens = forward_tokens(self._ops, self.config, self._weights,
+                                check_images(images, self.config))
+        return tokens if return_tokens else pooled(tokens, pool)
 
     def logits_and_features(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
         """(B, num_classes) logits and (B, embed_dim) features from one forward pass."""
@@ -103,7 +127,8 @@ def build(backend: str, cfg: ViTConfig, tensors: Mapping[str, np.ndarray], sourc
     cls = backends.require(backend)
     if features:
         wide_cfg, wide = with_feature_head(cfg, tensors)
-        return Model(cls(wide_cfg, wide, precision, **options), source, config=cfg)
+        return Model(cls(wide_cfg, wide, precision, **options), source, config=cfg,
+                     weights=tensors)
     return Model(cls(cfg, tensors, precision, **options), source)
 
 
