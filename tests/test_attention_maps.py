@@ -108,6 +108,8 @@ def test_vit_run_draws_the_attention_png(tmp_path):
     done = run("vit-run", "--config", "vit_test", "--backend", "cpp", "--attention",
                str(tmp_path / "cpp.png"))
     assert done.returncode == 0 and (tmp_path / "cpp.png").stat().st_size > 10_000, done.stderr
+    assert_one_line_error("vit-run", ["--config", "vit_test", "--attention",
+                                      str(tmp_path / "no" / "such" / "c.png")], "does not exist")
     sample = polyvit.labels.sample_image_path()
     assert_one_line_error("vit-run", [sample, sample, "--config", "vit_test", "--attention",
                                       str(tmp_path / "b.png")], "give exactly one image")
