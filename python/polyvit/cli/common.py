@@ -32,3 +32,22 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def add_model_arguments(p, weights_option: bool = True) -> None:
+    """The arguments that choose the model, the same in vit-run, vit-predict and vit-export:
+    --weights (unless the script takes the checkpoint as a positional argument), --config,
+    --num-heads, --image-size."""
+    from ..config import PRESETS
+
+    if weights_option:
+        p.add_argument("--weights", help="checkpoint in any supported layout (default: built-in "
+                                         "untrained seeded weights)")
+    p.add_argument("--config", default=None, choices=sorted(PRESETS),
+                   help="preset for the built-in weights when no checkpoint is given "
+                        "(default vit_small_patch32_224)")
+    p.add_argument("--num-heads", type=positive_int,
+                   help="head count, for checkpoints that do not record it")
+    p.add_argument("--image-size", type=positive_int,
+                   help="run at this image size (a multiple of the patch size; the position "
+                        "embedding is resampled bicubically)")

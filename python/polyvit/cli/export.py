@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import PRESETS
 from ..export import FORMATS, export
-from .common import positive_int, run_main
+from .common import add_model_arguments, positive_int, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,12 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=positive_int, help="ONNX opset (default: the exporter's)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="any batch size (onnx, exported-program); checked at batch 1 and 3")
-    p.add_argument("--config", choices=sorted(PRESETS),
-                   help="preset for the built-in weights when no checkpoint is given")
-    p.add_argument("--num-heads", type=positive_int,
-                   help="head count, for checkpoints that do not record it")
-    p.add_argument("--image-size", type=positive_int,
-                   help="export for this image size (the position embedding is resampled)")
+    add_model_arguments(p, weights_option=False)
     return p
 
 

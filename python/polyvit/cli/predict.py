@@ -9,13 +9,12 @@ from collections import Counter
 from typing import Any
 
 from .. import backends
-from ..config import PRESETS
 from ..errors import BackendError
 from ..inference import api
 from ..inference.inputs import expand_inputs
 from ..inference.output import RowWriter, check_writable, done_counts, output_format
 from ..inference.pipeline import WORKER_KINDS, Stats, default_workers
-from .common import positive_int, run_main
+from .common import add_model_arguments, positive_int, run_main
 
 
 def nonnegative_int(text: str) -> int:
@@ -39,15 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "one path per line (# comments and blank lines skipped)")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="output file; the format follows the extension: .parquet, .csv, .jsonl")
-    p.add_argument("--weights", help="checkpoint in any supported layout (default: built-in "
-                                     "untrained seeded weights)")
-    p.add_argument("--config", default=None, choices=sorted(PRESETS),
-                   help="preset for the built-in weights when --weights is not given")
-    p.add_argument("--num-heads", type=positive_int,
-                   help="head count, for checkpoints that do not record it")
-    p.add_argument("--image-size", type=positive_int,
-                   help="run at this image size (a multiple of the patch size; the position "
-                        "embedding is resampled bicubically)")
+    add_model_arguments(p)
     p.add_argument("--backend", default="auto",
                    help="backend name; auto (default) takes cpp when it is available, else torch")
     p.add_argument("--precision", default="fp32", help="fp32 (default), or one the backend offers")

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from .. import __version__, backends, parity
-from ..config import PRESETS, ViTConfig
+from ..config import ViTConfig
 from ..backends.base import Backend
 from ..errors import BackendError, ImageError
 from ..inference.inputs import InputError, walk_images
@@ -21,7 +21,7 @@ from ..labels import class_names, sample_image_path
 from ..inference.output import check_writable
 from ..model import Model, build, resolve_weights
 from ..preprocessing import preprocess
-from .common import positive_int, run_main
+from .common import add_model_arguments, positive_int, run_main
 
 UNTRAINED_NOTE = (
     "note: these are polyvit's built-in untrained weights (seeded random), so the predictions "
@@ -44,19 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                                              "image); vit-predict handles datasets")
     p.add_argument("--backend", default="torch",
                    help="backend name, or 'all' to compare every available backend (default torch)")
-    p.add_argument("--weights", help="checkpoint in any supported layout (default: built-in "
-                                     "untrained seeded weights)")
-    p.add_argument("--config", default=None, choices=sorted(PRESETS),
-                   help="preset for the built-in weights when --weights is not given "
-                        "(default vit_small_patch32_224)")
+    add_model_arguments(p)
     p.add_argument("--precision", default="fp32", help="fp32 (default), or one the backend offers")
     p.add_argument("--topk", type=positive_int, default=5, help="classes to print per image")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward call")
-    p.add_argument("--num-heads", type=positive_int,
-                   help="head count, for checkpoints that do not record it")
-    p.add_argument("--image-size", type=positive_int,
-                   help="run at this image size (a multiple of the patch size; the position "
-                        "embedding is resampled bicubically)")
     p.add_argument("--threads", type=positive_int, help="threads for the backend")
     p.add_argument("--device", type=_device,
                    help="the sycl backend's SYCL filter string, e.g. opencl:cpu (default) or "
