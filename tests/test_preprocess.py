@@ -158,3 +158,23 @@ def test_imagenet_class_names_are_bundled():
     names = polyvit.imagenet_classes()
     assert len(names) == 1000 and len(set(names)) == 1000
     assert names[0] == "tench" and names[1] == "goldfish" and names[999] == "toilet tissue"
+
+
+@pytest.mark.parametrize("config", ["vit_small_patch32_224", "vit_small_patch32_224_seed"])
+def test_normalize_by_table_gives_the_bits_of_the_arithmetic(config):
+    """Every uint8 value of every channel, and a random crop, against (x / 255 - mean) / std
+    computed in float32 the plain way."""
+    from polyvit.preprocessing import normalize
+
+    cfg = get_config(config)
+    rule = cfg.preprocessing
+    rng = np.random.default_rng(0)
+    pixels = np.concatenate([np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)[None],
+                             rng.integers(0, 256, (1, 256, 3), dtype=np.uint8)])  # (2, 256, 3)
+    want = (pixels.astype(np.float32) / 255.0 - np.asarray(rule.mean, np.float32)) \
+        / np.asarray(rule.std, np.float32)
+    got = normalize(pixels, cfg)
+    assert got.shape == (3, 2, 256) and got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, np.moveaxis(want, -1, 0))
+    with pytest.raises(ValueError, match="uint8"):
+        normalize(pixels.astype(np.float32), cfg)
