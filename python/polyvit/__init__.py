@@ -14,10 +14,19 @@ from .errors import (BackendError, ConfigError, ImageError, PolyvitError, Weight
                      WeightsNotFoundError)
 from .labels import imagenet_classes
 from .model import Model, load
-from .inference import predict, predict_table
 from .preprocessing import load_image, preprocess
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """predict and predict_table, imported on first use (the pipeline is not start-up work)."""
+    if name in ("predict", "predict_table"):
+        from . import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'polyvit' has no attribute {name!r}")
+
 
 __all__ = [
     "BackendError", "ConfigError", "ImageError", "Model", "PRESETS", "PolyvitError",

@@ -151,15 +151,13 @@ def resolve_weights(weights: Any, config: str | ViTConfig | None = None,
     """(config, float32 tensors, description of where they came from) for load()'s arguments;
     at image_size when given (position embedding resampled)."""
     cfg, tensors, source = _resolve(weights, config, num_heads)
-    if image_size is not None and image_size != cfg.image_size:
+    if image_size is not None:
         from .resize import at_image_size
 
+        resized = image_size != cfg.image_size
         cfg, tensors = at_image_size(cfg, tensors, image_size)
-        source += f", position embedding resampled to {image_size} px"
-    elif image_size is not None:
-        from .resize import check_image_size
-
-        check_image_size(cfg, image_size)
+        if resized:
+            source += f", position embedding resampled to {image_size} px"
     return cfg, tensors, source
 
 

@@ -84,15 +84,20 @@ def config_fields(cfg: "ViTConfig") -> dict[str, Any]:
 
 # ---- threads -------------------------------------------------------------------------------------
 
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
 def default_threads() -> int:
     """OMP_NUM_THREADS when it is a positive integer, else the cores this process may run on."""
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
+    return cores()
 
 
 # ---- weight layout -------------------------------------------------------------------------------

@@ -256,10 +256,19 @@ class Backend:
     def attention_maps(self, images: np.ndarray) -> list[np.ndarray]:
         """Every block's attention probabilities, (B, heads, T, T) float32 each. Optional: a
         backend whose kernels never hold the probabilities (fused, online softmax) leaves it."""
+        self.require_attention_maps()
+        raise NotImplementedError
+
+    @classmethod
+    def require_attention_maps(cls) -> None:
+        """BackendError naming the backends that give attention maps, unless this one does."""
+        if cls.attention_maps is not Backend.attention_maps:
+            return
         from . import backend_class, names
 
-        able = [n for n in names() if "attention_maps" in vars(backend_class(n))]
-        raise BackendError(f"backend {self.name!r} cannot give attention maps (its attention "
+        able = [n for n in names()
+                if backend_class(n).attention_maps is not Backend.attention_maps]
+        raise BackendError(f"backend {cls.name!r} cannot give attention maps (its attention "
                            f"kernels never hold the probabilities); these can: {', '.join(able)}")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import PolyvitError
 
@@ -32,6 +32,20 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def backend_options(backend: str, threads: int | None, device: Any) -> dict[str, Any]:
+    """--threads and --device as backend options; --device only for a backend that takes one."""
+    from .. import backends
+    from ..errors import BackendError
+
+    options: dict[str, Any] = {"threads": threads} if threads else {}
+    if device is not None:
+        if "device" not in backends.backend_class(backend).option_names():
+            raise BackendError(f"--device chooses the device of the sycl and cuda backends; "
+                               f"backend {backend!r} takes no device")
+        options["device"] = device
+    return options
 
 
 def add_model_arguments(p, weights_option: bool = True) -> None:

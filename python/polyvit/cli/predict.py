@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from collections import Counter
-from typing import Any
 
 from .. import backends
 from ..errors import BackendError
@@ -14,7 +13,7 @@ from ..inference import api
 from ..inference.inputs import expand_inputs
 from ..inference.output import RowWriter, check_writable, done_counts, output_format
 from ..inference.pipeline import WORKER_KINDS, Stats, default_workers
-from .common import add_model_arguments, positive_int, run_main
+from .common import add_model_arguments, backend_options, positive_int, run_main
 
 
 def nonnegative_int(text: str) -> int:
@@ -92,19 +91,6 @@ def _backend_name(name: str) -> str:
                        "polyvit.available_backends() for why, or name one with --backend")
 
 
-def _options(args: argparse.Namespace, backend: str) -> dict[str, Any]:
-    cls = backends.backend_class(backend)
-    options: dict[str, Any] = {}
-    if args.threads:
-        options["threads"] = args.threads
-    if args.device is not None:
-        if "device" not in cls.option_names():
-            raise BackendError(f"--device chooses the device of the sycl and cuda backends; "
-                               f"backend {backend!r} takes no device")
-        options["device"] = args.device
-    return options
-
-
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.resume and args.overwrite:
@@ -116,7 +102,7 @@ def _main(argv: list[str] | None) -> int:
     for line in skipped:
         print(f"vit-predict: warning: {line}", file=sys.stderr)
     backend = _backend_name(args.backend)
-    options = _options(args, backend)
+    options = backend_options(backend, args.threads, args.device)
     crops = "five" if args.five_crop else "center"
     job = api.Job(weights=args.weights, backend=backend, precision=args.precision,
                   options=options, config=args.config, num_heads=args.num_heads,

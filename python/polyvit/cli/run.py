@@ -14,14 +14,14 @@ import numpy as np
 
 from .. import __version__, backends, parity
 from ..config import ViTConfig
-from ..backends.base import Backend
 from ..errors import BackendError, ImageError
 from ..inference.inputs import InputError, walk_images
+from ..inference.pipeline import probabilities
 from ..labels import class_names, sample_image_path
 from ..inference.output import check_writable
 from ..model import Model, build, resolve_weights
 from ..preprocessing import preprocess
-from .common import add_model_arguments, positive_int, run_main
+from .common import add_model_arguments, backend_options, positive_int, run_main
 
 UNTRAINED_NOTE = (
     "note: these are polyvit's built-in untrained weights (seeded random), so the predictions "
@@ -94,17 +94,6 @@ def _progress(total: int, desc: str):
                 disable=total <= 8 or not sys.stderr.isatty())
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def probabilities(logits: np.ndarray, crops: int) -> np.ndarray:
-    """(n * crops, classes) logits -> (n, classes) probabilities, softmax averaged over crops."""
-    return softmax(logits).reshape(-1, crops, logits.shape[-1]).mean(axis=1)
-
-
 def topk_entries(probs: np.ndarray, k: int, names: tuple[str, ...]) -> list[dict]:
     order = np.argsort(-probs, kind="stable")[:k]
     return [{"index": int(i), "label": names[i], "probability": float(probs[i])} for i in order]
@@ -125,21 +114,15 @@ def _describe_weights(source: str, cfg: ViTConfig) -> str:
 # ---- one backend -------------------------------------------------------------------------------
 
 def run_one(args: argparse.Namespace, paths: list[str], crops: str) -> int:
-    options = {"threads": args.threads} if args.threads else {}
     cls = backends.require(args.backend)
-    if args.device is not None:
-        if "device" not in cls.option_names():
-            raise BackendError(f"--device chooses the device of the sycl and cuda backends; "
-                               f"backend {args.backend!r} takes no device")
-        options["device"] = args.device
+    options = backend_options(args.backend, args.threads, args.device)
     cfg, tensors, source = resolve_weights(args.weights, _config_arg(args), args.num_heads,
                                            args.image_size)
     if args.features:
         check_writable(args.features)
     if args.attention:
         check_writable(args.attention)
-        if "attention_maps" not in vars(cls):  # refuse before the work, with the base's message
-            Backend.attention_maps(cls.__new__(cls), None)
+        cls.require_attention_maps()  # refused before the work
         if len(paths) != 1 or crops != "center":
             raise ValueError("--attention draws one image's maps: give exactly one image, "
                              "without --five-crop")

@@ -13,15 +13,13 @@ the model ran, and how long it waited for its next batch.
 from __future__ import annotations
 
 import collections
-import concurrent.futures as cf
-import multiprocessing
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..backends._native import cores
 from ..config import ViTConfig
 from ..errors import ImageError
 from ..labels import class_names
@@ -107,8 +105,7 @@ def decode_chunk(paths: Sequence[str], config: ViTConfig, crops: str, draft: boo
 
 
 def default_workers() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1))
+    return max(1, min(8, cores()))
 
 
 class Decoder:
@@ -125,7 +122,11 @@ class Decoder:
             raise ValueError(f"workers must be 0 (decode inline) or more, got {workers}")
         self.window = window or max(4, 4 * self.workers)
 
-    def _pool(self) -> cf.Executor | None:
+    def _pool(self) -> Any:  # a concurrent.futures executor, or None to decode inline
+        # imported here, not at the top: every `import polyvit` would pay for them
+        import concurrent.futures as cf
+        import multiprocessing
+
         if self.workers == 0:
             return None
         if self.kind == "thread":
@@ -185,11 +186,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def probabilities(logits: np.ndarray, crops: int) -> np.ndarray:
+    """(n * crops, classes) logits -> (n, classes) probabilities, softmax averaged over crops."""
+    return softmax(logits).reshape(-1, crops, logits.shape[-1]).mean(axis=1)
+
+
 def rows_for(paths: Sequence[str], logits: np.ndarray, topk: int, labels: Sequence[str],
              crops: int = 1, features: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Rows for classified images: (n * crops, classes) logits -> top-k of the softmax averaged
     over crops (and the crops' mean feature vector)."""
-    probs = softmax(logits).reshape(len(paths), crops, -1).mean(axis=1)
+    probs = probabilities(logits, crops)
     order = np.argsort(-probs, axis=1, kind="stable")[:, :topk]
     if features is not None:
         features = features.reshape(len(paths), crops, -1).mean(axis=1)
@@ -218,13 +224,17 @@ def classify(model: Any, decoded: Iterable[tuple[str, np.ndarray | None, str]], 
         items.append(item)
         good += item[1] is not None
         if good == batch_size:
-            yield _run_batch(model, items, topk, labels, features, crops, stats)
+            yield classify_batch(model, items, topk, labels, features, crops, stats)
             items, good = [], 0
     if items:
-        yield _run_batch(model, items, topk, labels, features, crops, stats)
+        yield classify_batch(model, items, topk, labels, features, crops, stats)
 
 
-def _run_batch(model, items, topk, labels, features, crops, stats: Stats) -> list[dict[str, Any]]:
+def classify_batch(model: Any, items: Sequence[tuple[str, np.ndarray | None, str]], topk: int,
+                   labels: Sequence[str], features: bool, crops: int, stats: Stats
+                   ) -> list[dict[str, Any]]:
+    """One forward pass over the decoded items' images -> their rows in order (an item without
+    an image, one that failed to decode, gets its error row); counts go to stats."""
     ok = [(path, array) for path, array, _ in items if array is not None]
     by_path: dict[int, dict[str, Any]] = {}
     if ok:
@@ -252,7 +262,6 @@ def _run_batch(model, items, topk, labels, features, crops, stats: Stats) -> lis
 def run_local(model: Any, paths: Iterable[str], *, batch_size: int = 32, topk: int = 5,
               features: bool = False, crops: str = "center", draft: bool = True,
               workers: int | None = None, worker_kind: str = "thread",
-              on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
               stats: Stats | None = None) -> Iterator[list[dict[str, Any]]]:
     """The whole local job as a stream of row lists (see the module docstring)."""
     stats = stats if stats is not None else Stats()

@@ -20,12 +20,13 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..backends._native import cores
 from ..config import ViTConfig
 from ..errors import PolyvitError
 from ..labels import class_names
 from ..preprocessing import normalize, prepare
-from .pipeline import Stats, decode_chunk, error_kind, rows_for
-from .output import arrow_table, error_row
+from .pipeline import Stats, classify_batch, decode_chunk, error_kind
+from .output import arrow_table
 
 CONNECT_TIMEOUT_S = 5.0
 # Logical CPUs reserved per model actor and per decode task. The actor's backend still runs its
@@ -126,7 +127,7 @@ class Classifier:
         backend_options = polyvit.backends.backend_class(backend).option_names()
         if "threads" in backend_options and not options.get("threads"):
             # Ray sets OMP_NUM_THREADS=1 for fractional reservations: use the node's cores
-            options["threads"] = _cores()
+            options["threads"] = cores()
         self.model = polyvit.load(weights, backend=backend, precision=precision, config=config,
                                   num_heads=num_heads, features=features,
                                   image_size=image_size, **options)
@@ -135,30 +136,19 @@ class Classifier:
 
     def __call__(self, batch: dict[str, np.ndarray]):
         """A numpy batch {pos, path, image, error} -> a pyarrow table of rows (pos first)."""
-        paths = [str(p) for p in batch["path"]]
-        errors = [str(e) for e in batch["error"]]
-        ok = [i for i, e in enumerate(errors) if not e]
-        by_index: dict[int, dict[str, Any]] = {}
-        seconds = 0.0
-        if ok:
-            x = normalize(batch["image"][ok], self.model.config)
-            x = x.reshape(-1, *x.shape[-3:])  # five crops: (n, 5, 3, H, W) -> (n * 5, 3, H, W)
-            start = time.perf_counter()
-            if self.features:
-                logits, feats = self.model.logits_and_features(x)
-            else:
-                logits, feats = self.model(x), None
-            seconds = time.perf_counter() - start
-            rows = rows_for([paths[i] for i in ok], logits, self.topk, self.labels, self.crops, feats)
-            by_index = dict(zip(ok, rows))
-        rows = [by_index.get(i) or error_row(p, errors[i]) for i, p in enumerate(paths)]
         import pyarrow as pa
 
+        errors = [str(e) for e in batch["error"]]
+        items = [(str(p), None if e else normalize(image, self.model.config), e)
+                 for p, image, e in zip(batch["path"], batch["image"], errors)]
+        stats = Stats()
+        rows = classify_batch(self.model, items, self.topk, self.labels, self.features,
+                              self.crops, stats)
         table = arrow_table(rows, self.features)
         table = table.add_column(0, "pos", pa.array(np.asarray(batch["pos"], dtype=np.int64)))
         # the batch's forward time, on its first row: the driver sums it for the summary
         model_s = np.zeros(len(rows))
-        model_s[0] = seconds
+        model_s[0] = stats.model
         return table.append_column(MODEL_SECONDS, pa.array(model_s))
 
 
@@ -172,13 +162,6 @@ def _actor_environment(backend: str) -> dict[str, Any] | None:
     prepare_environment()
     env = {k: os.environ[k] for k in ("OCL_ICD_FILENAMES",) if k in os.environ}
     return {"env_vars": env} if env else None
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def check_resources(ray, actors: int) -> None:
