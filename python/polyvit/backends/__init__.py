@@ -16,6 +16,7 @@ _REGISTRY: dict[str, str] = {
     "mojo": "polyvit.backends.mojo_backend:MojoBackend",
     "cuda": "polyvit.backends.cuda_backend:CudaBackend",
     "sycl": "polyvit.backends.sycl_backend:SyclBackend",
+    "triton": "polyvit.backends.triton.backend:TritonBackend",
 }
 
 

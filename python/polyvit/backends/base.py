@@ -208,6 +208,12 @@ class Backend:
         return True, ""
 
     @classmethod
+    def timeable(cls) -> tuple[bool, str]:
+        """(False, why) when timing this available backend here would not time its kernels (an
+        interpreter runs them); vit-bench leaves it out. Never raises."""
+        return True, ""
+
+    @classmethod
     def option_names(cls) -> tuple[str, ...]:
         return tuple(o.name for o in cls.option_specs)
 

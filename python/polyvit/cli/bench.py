@@ -20,6 +20,7 @@ from .common import positive_int, run_main
 
 FULL_BUDGET, QUICK_BUDGET = 60.0, 4.0   # seconds of timed rounds per batch size
 CPU_BATCHES, GPU_BATCHES = [1, 32], [1, 32, 256, 1024]
+GPU_BACKENDS = ("cuda", "triton")  # either selected: the GPU batch sizes
 SPEED_PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # fp64 is the oracle, not a speed target
 
 
@@ -68,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_backends(requested: list[str] | None) -> tuple[list[str], dict]:
     statuses = backends.available_backends()
+    for name, (ok, _) in statuses.items():
+        timeable, why = backends.backend_class(name).timeable() if ok else (True, "")
+        if not timeable:
+            statuses[name] = (False, f"not timed: {why}")
     if requested is None:
         return [n for n, (ok, _) in statuses.items() if ok], statuses
     for name in requested:
@@ -115,7 +120,7 @@ def _main(argv: list[str] | None) -> int:
     if not names:
         raise BackendError("no polyvit backend is available here; see polyvit.available_backends()")
     precisions = resolve_precisions(args.precisions, names)
-    gpu = "cuda" in names
+    gpu = any(n in GPU_BACKENDS for n in names)
     batches = args.batch_sizes or (GPU_BATCHES if gpu else CPU_BATCHES)
     threads = args.threads or default_threads()
     if args.config and args.weights:
