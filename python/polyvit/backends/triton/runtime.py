@@ -45,13 +45,20 @@ def launches() -> ContextManager:
     return _INTERPRETER_LOCK if INTERPRET else contextlib.nullcontext()
 
 
+# POLYVIT_TRITON_AUTOTUNE=0: on a GPU every kernel runs its first config, untimed (the tests: a
+# few hundred shapes would each be timed over every config otherwise).
+AUTOTUNE = os.environ.get("POLYVIT_TRITON_AUTOTUNE", "1").strip() != "0"
+
+
 def tuned(configs: Sequence[triton.Config], key: Sequence[str]) -> Callable:
-    """@triton.autotune(configs, key) on a GPU; under the interpreter the kernel unchanged (its
-    launcher passes fixed block sizes)."""
+    """@triton.autotune(configs, key) on a GPU (configs[:1], which Triton runs untimed, when
+    POLYVIT_TRITON_AUTOTUNE=0); under the interpreter the kernel unchanged (its launcher passes
+    fixed block sizes)."""
     def wrap(kernel):
         if INTERPRET:
             return kernel
-        return triton.autotune(configs=list(configs), key=list(key))(kernel)
+        return triton.autotune(configs=list(configs if AUTOTUNE else configs[:1]),
+                               key=list(key))(kernel)
     return wrap
 
 
