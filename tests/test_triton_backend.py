@@ -147,3 +147,32 @@ def test_the_benchmark_scripts_run(tmp_path, script, args):
         rows = json.loads((tmp_path / "ops.json").read_text())["rows"]
         assert {r["op"] for r in rows} == {"linear_gelu", "attention", "patch_embed"}
         assert all(r["max_abs_diff"] < 1e-4 for r in rows), rows
+
+
+def test_vit_run_backend_triton_gives_the_reference_top5():
+    _backend_or_skip("triton")
+    from scripts import run
+
+    tops = {}
+    for backend in ("triton", "torch"):
+        done = run("vit-run", "--backend", backend, "--config", "vit_test", "--json")
+        assert done.returncode == 0, done.stderr[-2000:]
+        tops[backend] = [[p["index"] for p in item["topk"]]
+                         for item in json.loads(done.stdout)["results"]]
+    assert tops["triton"] == tops["torch"]
+
+
+@pytest.mark.parametrize("triton_version,numpy_version,works", [
+    ("3.6.0", "2.4.1", False), ("3.6.0", "2.3.5", True), ("3.9.0", "2.4.1", True)])
+def test_an_interpreter_known_to_fail_with_this_numpy_is_refused(monkeypatch, triton_version,
+                                                                 numpy_version, works):
+    import importlib.metadata
+
+    from polyvit.backends.triton import backend
+
+    versions = {"triton": triton_version, "numpy": numpy_version}
+    monkeypatch.setattr(importlib.metadata, "version", versions.__getitem__)
+    ok, why = backend._interpreter_works()
+    assert ok is works
+    if not works:
+        assert "numpy < 2.4" in why and "triton>=3.9" in why

@@ -89,6 +89,25 @@ def device_option(pattern: str, examples: str, default: str | None, help: str = 
     return Option("device", f"a device string such as {examples}", default, parse, help)
 
 
+def cuda_device_option(help: str) -> Option:
+    """The device option of the backends that run on CUDA devices: "0", "cuda:0" or "cuda"."""
+    return device_option(r"(cuda(:\d+)?|\d+)", "'0' or 'cuda:0'", "cuda:0", help)
+
+
+def cuda_device_index(device: str) -> int:
+    """The CUDA device index a parsed device string names: "3" and "cuda:3" -> 3, "cuda" -> 0."""
+    return int(device.rpartition(":")[2]) if device != "cuda" else 0
+
+
+def missing_cuda_device(backend: str, device: str, count: int) -> str | None:
+    """Why `device` cannot be used on a machine with `count` CUDA devices, or None."""
+    if cuda_device_index(device) < count:
+        return None
+    return (f"backend {backend!r}: device {device!r} does not exist; this machine has {count} "
+            f"CUDA device{'s' if count != 1 else ''}"
+            + (f" (cuda:0 to cuda:{count - 1})" if count else ""))
+
+
 # ---- the single ops ------------------------------------------------------------------------------
 
 class Ops:

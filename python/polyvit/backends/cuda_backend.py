@@ -15,7 +15,8 @@ import numpy as np
 from ..config import ViTConfig
 from ..errors import BackendError
 from ._native import BATCH_SIZES_KEPT, config_fields
-from .base import Backend, Ops, check_images, device_option, flag_option
+from .base import (Backend, Ops, check_images, cuda_device_index, cuda_device_option,
+                   flag_option, missing_cuda_device)
 
 BUILD_HINT = ("install polyvit where the CUDA toolkit is (nvcc on PATH, e.g. /usr/local/cuda/bin): "
               "POLYVIT_CUDA=ON pip install --no-build-isolation -e .")
@@ -29,17 +30,14 @@ def _module():
     return _cuda
 
 
-def device_index(device: str) -> int:
-    """The CUDA device index a parsed device string names: "3" and "cuda:3" -> 3, "cuda" -> 0."""
-    return int(device.rpartition(":")[2]) if device != "cuda" else 0
+device_index = cuda_device_index  # "3" and "cuda:3" -> 3, "cuda" -> 0
 
 
 class CudaBackend(Backend):
     name = "cuda"
     precisions = ("fp32", "bf16", "fp16")
     option_specs = (
-        device_option(r"(cuda(:\d+)?|\d+)", "'0' or 'cuda:0'", "cuda:0",
-                      "the CUDA device: its index, 'cuda:<index>', or 'cuda' (device 0)"),
+        cuda_device_option("the CUDA device: its index, 'cuda:<index>', or 'cuda' (device 0)"),
         flag_option("cuda_graph", True, "capture each batch size's forward once as a CUDA graph "
                                         "and replay it (False: launch kernel by kernel)"),
     )
@@ -71,11 +69,8 @@ class CudaBackend(Backend):
         count = info["count"]
         if count == 0:
             return False, f"no CUDA device: {info['error']}"
-        if device_index(device) >= count:
-            return False, (f"backend 'cuda': device {device!r} does not exist; this machine has "
-                           f"{count} CUDA device{'s' if count != 1 else ''} (cuda:0 to "
-                           f"cuda:{count - 1})")
-        return True, ""
+        why = missing_cuda_device("cuda", device, count)
+        return (False, why) if why else (True, "")
 
     @classmethod
     def make_ops(cls, precision: str, device: str, cuda_graph: bool) -> "CudaOps":

@@ -19,7 +19,8 @@ import numpy as np
 
 from ...config import ViTConfig
 from ...errors import BackendError
-from ..base import Backend, Ops, device_option, flag_option
+from ..base import (Backend, Ops, cuda_device_index, cuda_device_option, flag_option,
+                    missing_cuda_device)
 
 KERNEL_MODULE = "polyvit.backends.triton.runtime"
 INTERPRETER_PRECISIONS = ("fp32", "fp16")
@@ -38,17 +39,27 @@ def _interpreting() -> bool:
     return runtime.INTERPRET if runtime is not None else _interpret_requested()
 
 
-def _device_index(device: str) -> int:
-    return int(device.rpartition(":")[2]) if device != "cuda" else 0
+def _interpreter_works() -> tuple[bool, str]:
+    """Triton 3.6's interpreter calls int() on one-element arrays, an error since numpy 2.4
+    (checked: 3.6 fails there, 3.9 runs; 3.7 and 3.8 not tried)."""
+    from importlib.metadata import version
+
+    def release(package: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in version(package).split(".")[:2] if p.isdigit())
+
+    if release("triton") <= (3, 6) and release("numpy") >= (2, 4):
+        return False, (f"Triton {version('triton')}'s interpreter fails with numpy "
+                       f"{version('numpy')} (it needs numpy < 2.4); install triton>=3.9 or "
+                       "numpy<2.4 to run the kernels on the CPU")
+    return True, ""
 
 
 class TritonBackend(Backend):
     name = "triton"
     precisions = ("fp32", "tf32", "bf16", "fp16")
     option_specs = (
-        device_option(r"(cuda(:\d+)?|\d+)", "'0' or 'cuda:0'", "cuda:0",
-                      "the CUDA device: its index, 'cuda:<index>', or 'cuda' (device 0); "
-                      "under TRITON_INTERPRET=1 the kernels run on the CPU whatever it says"),
+        cuda_device_option("the CUDA device: its index, 'cuda:<index>', or 'cuda' (device 0); "
+                           "under TRITON_INTERPRET=1 the kernels run on the CPU whatever it says"),
         flag_option("cuda_graph", True, "capture each batch size's forward once as a CUDA "
                                         "graph and replay it (GPU only; False: launch kernel "
                                         "by kernel)"),
@@ -65,7 +76,7 @@ class TritonBackend(Backend):
             return False, ("TRITON_INTERPRET changed after polyvit's Triton kernels were "
                            "imported; set it before the first use of the backend")
         if _interpreting():
-            return True, ""
+            return _interpreter_works()
         import torch
 
         if not torch.cuda.is_available():
@@ -92,10 +103,9 @@ class TritonBackend(Backend):
             return True, ""
         import torch
 
-        count = torch.cuda.device_count()
-        if _device_index(device) >= count:
-            return False, (f"backend 'triton': device {device!r} does not exist; this machine "
-                           f"has {count} CUDA device{'s' if count != 1 else ''}")
+        why = missing_cuda_device("triton", device, torch.cuda.device_count())
+        if why:
+            return False, why
         if precision == "bf16" and not torch.cuda.is_bf16_supported():
             return False, "triton bf16 needs a GPU with bf16 tensor cores (compute capability 8.0+)"
         return True, ""
@@ -155,7 +165,7 @@ def _torch_device(device: str):
 
     if _interpreting():
         return torch.device("cpu")
-    return torch.device("cuda", _device_index(device))
+    return torch.device("cuda", cuda_device_index(device))
 
 
 def _on(device):
