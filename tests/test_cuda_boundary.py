@@ -4,6 +4,7 @@ is what CI proves; tests/test_cuda_gpu.py covers the rest on a GPU (docs/gpu.md)
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -230,6 +231,80 @@ def test_a_cuda_array_interface_is_read_without_copies(cuda):
 def test_bad_cuda_array_interfaces_are_rejected(cuda, fields, error, match):
     with pytest.raises(error, match=match):
         cuda.inspect_device_array(FakeCudaArray(**fields))
+
+
+def test_an_interface_that_names_no_stream_is_ordered_after_the_legacy_default_stream(cuda):
+    """Version 2 (torch's) has no 'stream': run() waits for the legacy default stream (handle 1),
+    where torch's default stream runs, instead of reading at once on its non-blocking stream.
+    Version 3's stream None still says the data is ready."""
+    assert cuda.inspect_device_array(FakeCudaArray(version=2))["stream"] == 1
+    assert cuda.inspect_device_array(FakeCudaArray(stream=None))["stream"] is None
+
+
+class DLTensor(ctypes.Structure):  # dlpack.h's DLManagedTensor, unversioned
+    _fields_ = [("data", ctypes.c_void_p), ("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32),
+                ("ndim", ctypes.c_int32), ("code", ctypes.c_uint8), ("bits", ctypes.c_uint8),
+                ("lanes", ctypes.c_uint16), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64),
+                ("manager_ctx", ctypes.c_void_p), ("deleter", ctypes.c_void_p)]
+
+
+class FakeDLPackArray:
+    """A CUDA float32 (2, 3, 32, 32) array at 0x7000_0000 behind both protocols, as torch and
+    CuPy have them; it records the stream each __dlpack__ call asks it to order its work before.
+    keyword=False: an exporter whose __dlpack__ takes no stream."""
+
+    def __init__(self, keyword: bool = True, device=(2, 0)):
+        self.streams, self._keyword, self._device = [], keyword, device
+        self.__cuda_array_interface__ = FakeCudaArray().__cuda_array_interface__
+        self._shape = (ctypes.c_int64 * 4)(2, 3, 32, 32)
+
+    def __dlpack__(self, *args, **kwargs):
+        if not self._keyword and kwargs:
+            raise TypeError("__dlpack__() got an unexpected keyword argument 'stream'")
+        self.streams.append(kwargs.get("stream"))
+        self._tensor = DLTensor(0x7000_0000, 2, 0, 4, 2, 32, 1, self._shape, None, 0, None, None)
+        new = ctypes.pythonapi.PyCapsule_New
+        new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+        return new(ctypes.addressof(self._tensor), b"dltensor", None)
+
+    def __dlpack_device__(self):
+        return self._device
+
+
+def test_dlpack_comes_first_and_orders_the_producer_before_our_stream(cuda):
+    """With both protocols, __dlpack__(stream=<the backend's stream>) is what run() reads: the
+    producer (torch: an event on its current stream) makes that stream wait for its writes, so
+    nothing more is waited for. torch's __cuda_array_interface__ names no stream at all."""
+    array = FakeDLPackArray()
+    info = cuda.inspect_device_array(array, stream=0x1234)
+    assert info == {"data": 0x7000_0000, "shape": (2, 3, 32, 32), "stream": None}
+    assert array.streams == [0x1234]
+
+
+def test_a_dlpack_exporter_without_the_stream_keyword_is_waited_for_on_the_legacy_stream(cuda):
+    array = FakeDLPackArray(keyword=False)
+    assert cuda.inspect_device_array(array)["stream"] == 1  # DLPack's default: the legacy stream
+    assert array.streams == [None]
+
+
+def test_a_dlpack_export_refused_with_buffer_error_falls_back_to_the_interface(cuda):
+    """torch raises BufferError when it believes another device is current (it may defer its
+    cudaSetDevice): the interface, waited for on the legacy default stream, still reads it."""
+
+    class Refusing(FakeDLPackArray):
+        def __dlpack__(self, **kwargs):
+            raise BufferError("Can't export tensors on a different CUDA device index")
+
+    assert cuda.inspect_device_array(Refusing()) == {"data": 0x7000_0000, "shape": (2, 3, 32, 32),
+                                                     "stream": 1}
+
+
+def test_a_dlpack_array_in_host_memory_is_refused_before_it_is_exported(cuda):
+    array = FakeDLPackArray(device=(1, 0))
+    with pytest.raises(ValueError, match="not in CUDA device memory"):
+        cuda.inspect_device_array(array)
+    assert array.streams == []
 
 
 def test_an_object_without_cuda_arrays_is_a_type_error(cuda):

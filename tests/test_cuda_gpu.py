@@ -123,6 +123,40 @@ def test_the_device_strings_name_one_device():
         np.testing.assert_array_equal(other, logits[0])
 
 
+def test_the_callers_current_device_is_left_as_it_was():
+    """The backend works on its device inside scopes that restore the thread's current device
+    (cudaSetDevice is sticky and per thread, and torch and CuPy read theirs from it): loading,
+    running, device arrays, the cache and the ops on another device leave it where it was. On
+    the emulator: EMU_DEVICES=2 (tests/test_cuda_emulated.py)."""
+    from polyvit import _cuda
+
+    if _cuda.probe()["count"] < 2:
+        pytest.skip("needs two CUDA devices (on the emulator: EMU_DEVICES=2)")
+    cfg, weights, images = fixture()
+    before = _cuda.current_device()
+    other = 1 - min(before, 1)
+    model = CudaBackend(cfg, weights, "fp32", device=str(other))
+    assert _cuda.current_device() == before
+    logits = model.forward(images)
+    assert _cuda.current_device() == before
+    out = model.run(images, output="device")
+    assert out.device == other
+    np.testing.assert_array_equal(out.numpy(), logits)
+    del out
+    model.clear_cache()
+    x = rand(np.random.default_rng(0), 3, 8)
+    CudaBackend.ops(device=str(other)).linear(x, rand(np.random.default_rng(1), 4, 8), None)
+    assert _cuda.current_device() == before
+    np.testing.assert_array_equal(CudaBackend(cfg, weights, "fp32", device=str(before)).forward(images),
+                                  logits)
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        assert torch.cuda.current_device() == before
+
+
 def test_a_device_this_machine_lacks_is_refused():
     from polyvit import _cuda
 
@@ -174,6 +208,59 @@ def test_device_arrays_in_and_out_without_copies(torch_cuda):
     np.testing.assert_array_equal(as_tensor.cpu().numpy(), host)
     np.testing.assert_array_equal(torch.from_dlpack(out).cpu().numpy(), host)
     np.testing.assert_array_equal(model.run(torch.from_numpy(images)), host)  # a CPU tensor: host path
+
+
+class InterfaceOnly:
+    """A producer that speaks only the CUDA array interface, as torch exports it: version 2,
+    no 'stream' (so run() waits for the legacy default stream)."""
+
+    def __init__(self, tensor):
+        self._tensor = tensor
+        self.__cuda_array_interface__ = tensor.__cuda_array_interface__
+
+
+def test_device_arrays_are_read_after_torchs_pending_writes(torch_cuda):
+    """torch's kernels are asynchronous and the backend's stream is non-blocking: run() must
+    order itself after the writes torch has queued. Each input is NaN until a copy queued behind
+    a 0.1 s GPU sleep fills it, so reading it early gives NaN logits. Through DLPack (torch
+    itself, torch on a side stream, a DLPack-only wrapper) and the CUDA array interface."""
+    torch = torch_cuda
+    cfg, weights, images = fixture()
+    model = CudaBackend(cfg, weights, "fp32")
+    host = model.forward(images)  # the plan exists: run() does no allocation that could sync
+    x = torch.from_numpy(images).cuda()
+
+    def pending():  # NaN now, the images once torch's stream gets past the sleep
+        y = torch.full_like(x, float("nan"))
+        torch.cuda._sleep(10**8)
+        y.copy_(x)
+        return y
+
+    np.testing.assert_array_equal(model.run(pending()), host)
+    np.testing.assert_array_equal(model.run(DLPackOnly(pending())), host)
+    np.testing.assert_array_equal(model.run(InterfaceOnly(pending())), host)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        np.testing.assert_array_equal(model.run(pending()), host)
+    torch.cuda.synchronize()
+
+
+def test_device_arrays_are_freed_without_waiting_for_the_device(torch_cuda):
+    """The logits of output="device" are stream-ordered memory: dropping them queues the free
+    (cudaFreeAsync) instead of cudaFree, which would wait for the whole device, here for half a
+    second of torch's work."""
+    import time
+
+    torch = torch_cuda
+    cfg, weights, images = fixture()
+    model = CudaBackend(cfg, weights, "fp32")
+    out = model.run(images, output="device")
+    torch.cuda._sleep(10**9)
+    start = time.perf_counter()
+    del out
+    freed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    assert freed < 0.1, f"dropping the logits took {freed:.3f} s: the free waited for the device"
 
 
 def test_bad_device_arrays_are_rejected(torch_cuda):

@@ -1,5 +1,6 @@
 #include "device.h"
 
+#include <atomic>
 #include <utility>
 
 namespace polyvit_cuda {
@@ -44,7 +45,7 @@ const Probe& probe() {
   return result;
 }
 
-void use_device(int device) {
+void check_device(int device) {
   const Probe& p = probe();
   if (p.count == 0) throw CudaError(cudaErrorNoDevice, "no CUDA device: " + p.error);
   if (device < 0 || device >= p.count)
@@ -57,19 +58,35 @@ void use_device(int device) {
                     "CUDA device " + std::to_string(device) + " (" + info.name + ") has compute "
                     "capability " + std::to_string(info.major) + "." + std::to_string(info.minor) +
                     "; polyvit's CUDA kernels need 8.0 or newer");
-  CUDA_CHECK(cudaSetDevice(device));
 }
 
 DeviceScope::DeviceScope(int device) {
-  if (cudaGetDevice(&previous_) != cudaSuccess) {
-    cudaGetLastError();
-    previous_ = -1;
+  check_device(device);
+  CUDA_CHECK(cudaGetDevice(&previous_));
+  if (device != previous_) {
+    CUDA_CHECK(cudaSetDevice(device));
+    changed_ = true;
   }
-  if (device >= 0 && device != previous_) changed_ = cudaSetDevice(device) == cudaSuccess;
 }
 
+// Restoring can only fail after a device fault, which the next call reports anyway.
 DeviceScope::~DeviceScope() {
-  if (changed_ && previous_ >= 0) cudaSetDevice(previous_);
+  if (changed_ && cudaSetDevice(previous_) != cudaSuccess) cudaGetLastError();
+}
+
+QuietDeviceScope::QuietDeviceScope(int device) {
+  if (cudaGetDevice(&previous_) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  if (device >= 0 && device != previous_) {
+    changed_ = cudaSetDevice(device) == cudaSuccess;
+    if (!changed_) cudaGetLastError();
+  }
+}
+
+QuietDeviceScope::~QuietDeviceScope() {
+  if (changed_ && cudaSetDevice(previous_) != cudaSuccess) cudaGetLastError();
 }
 
 // ---- owners --------------------------------------------------------------------------------------
@@ -79,11 +96,42 @@ DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
   if (bytes > 0) CUDA_CHECK(cudaMalloc(&ptr_, bytes));
 }
 
+// Whether `device` has stream-ordered memory pools (every sm_80+ GPU on a current driver; some
+// virtualised setups lack them), asked once per device.
+static bool memory_pools_supported(int device) {
+  constexpr int kCached = 64;
+  static std::atomic<int> cache[kCached];  // 0 unknown, 1 no, 2 yes
+  int known = device < kCached ? cache[device].load(std::memory_order_relaxed) : 0;
+  if (known == 0) {
+    int supported = 0;
+    if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device) != cudaSuccess) {
+      cudaGetLastError();
+      supported = 0;
+    }
+    known = supported ? 2 : 1;
+    if (device < kCached) cache[device].store(known, std::memory_order_relaxed);
+  }
+  return known == 2;
+}
+
+DeviceBuffer DeviceBuffer::stream_ordered(size_t bytes, cudaStream_t alloc_stream, cudaStream_t free_stream) {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  if (!memory_pools_supported(device)) return DeviceBuffer(bytes);
+  DeviceBuffer buffer;
+  buffer.bytes_ = bytes;
+  buffer.device_ = device;
+  buffer.ordered_ = true;
+  buffer.free_stream_ = free_stream;
+  if (bytes > 0) CUDA_CHECK(cudaMallocAsync(&buffer.ptr_, bytes, alloc_stream));
+  return buffer;
+}
+
 DeviceBuffer::~DeviceBuffer() { release(); }
 
 DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
     : ptr_(std::exchange(other.ptr_, nullptr)), bytes_(std::exchange(other.bytes_, 0)),
-      device_(other.device_) {}
+      device_(other.device_), ordered_(other.ordered_), free_stream_(other.free_stream_) {}
 
 DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
   if (this != &other) {
@@ -91,6 +139,8 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
     ptr_ = std::exchange(other.ptr_, nullptr);
     bytes_ = std::exchange(other.bytes_, 0);
     device_ = other.device_;
+    ordered_ = other.ordered_;
+    free_stream_ = other.free_stream_;
   }
   return *this;
 }
@@ -98,8 +148,8 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
 // Errors here cannot be thrown; a failed free after a device fault changes nothing for the caller.
 void DeviceBuffer::release() noexcept {
   if (ptr_) {
-    DeviceScope scope(device_);
-    cudaFree(ptr_);
+    QuietDeviceScope scope(device_);
+    if ((ordered_ ? cudaFreeAsync(ptr_, free_stream_) : cudaFree(ptr_)) != cudaSuccess) cudaGetLastError();
     ptr_ = nullptr;
   }
 }
@@ -111,7 +161,7 @@ Stream::Stream() {
 
 Stream::~Stream() {
   if (stream_) {
-    DeviceScope scope(device_);
+    QuietDeviceScope scope(device_);
     cudaStreamDestroy(stream_);
   }
 }
@@ -123,7 +173,7 @@ Event::Event() {
 
 Event::~Event() {
   if (event_) {
-    DeviceScope scope(device_);
+    QuietDeviceScope scope(device_);
     cudaEventDestroy(event_);
   }
 }
@@ -135,7 +185,7 @@ GraphExec::GraphExec(cudaGraph_t graph) {
 
 GraphExec::~GraphExec() {
   if (exec_) {
-    DeviceScope scope(device_);
+    QuietDeviceScope scope(device_);
     cudaGraphExecDestroy(exec_);
   }
 }

@@ -34,12 +34,15 @@ struct Probe {
 // What the CUDA runtime sees, computed once per process. Never throws.
 const Probe& probe();
 
-// Makes `device` current for this thread. Throws CudaError naming the reason ("no CUDA device:
-// ..." with the driver's error text) when it does not exist or is older than sm_80.
-void use_device(int device);
+// Throws CudaError naming the reason ("no CUDA device: ..." with the driver's error text) when
+// `device` cannot run the kernels (none, or older than sm_80), std::invalid_argument when the
+// machine has no such index. Touches no device: the checks read probe().
+void check_device(int device);
 
-// Sets a device for the lifetime of a scope and restores the previous one (destructors of
-// device objects may run on any thread).
+// Makes `device` current for this thread until the scope ends, then restores the device the
+// caller had: the backend never leaves the thread's current device changed, which torch and CuPy
+// read as theirs (cudaSetDevice is per thread and sticky). Checks the device first
+// (check_device's errors); a failed cudaSetDevice is a CudaError. Scopes nest.
 class DeviceScope {
  public:
   explicit DeviceScope(int device);
@@ -52,11 +55,31 @@ class DeviceScope {
   bool changed_ = false;
 };
 
-// cudaMalloc'd memory on the device current at construction, freed on that device.
+// The same for destructors of device objects, which may run on any thread and cannot report an
+// error: never throws, and a device it cannot make current is left as it is.
+class QuietDeviceScope {
+ public:
+  explicit QuietDeviceScope(int device);
+  ~QuietDeviceScope();
+  QuietDeviceScope(const QuietDeviceScope&) = delete;
+  QuietDeviceScope& operator=(const QuietDeviceScope&) = delete;
+
+ private:
+  int previous_ = -1;
+  bool changed_ = false;
+};
+
+// Device memory on the device current at construction, freed on that device. DeviceBuffer(bytes)
+// is cudaMalloc'd: for what lives as long as a model (weights, the plans its graphs read).
+// stream_ordered() is for memory that comes and goes with each call (the ops' operands, the
+// logits a DeviceArray hands out): cudaMallocAsync on `alloc_stream`, and cudaFreeAsync on
+// `free_stream` when the buffer goes, because cudaFree waits for the whole device, torch's work
+// on it included. Where the device has no memory pools it falls back to cudaMalloc/cudaFree.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
   explicit DeviceBuffer(size_t bytes);
+  static DeviceBuffer stream_ordered(size_t bytes, cudaStream_t alloc_stream, cudaStream_t free_stream);
   ~DeviceBuffer();
   DeviceBuffer(DeviceBuffer&& other) noexcept;
   DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
@@ -73,6 +96,8 @@ class DeviceBuffer {
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
   int device_ = -1;
+  bool ordered_ = false;              // freed with cudaFreeAsync on free_stream_
+  cudaStream_t free_stream_ = nullptr;
 };
 
 // A non-blocking stream: it never synchronises implicitly with the legacy default stream.

@@ -2,6 +2,7 @@
 
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <string>
 
 namespace polyvit_cuda {
@@ -52,7 +53,10 @@ static void from_cuda_array_interface(py::handle obj, DeviceInput& in) {
   const py::tuple data = d["data"].cast<py::tuple>();
   if (data.size() != 2) throw py::value_error("__cuda_array_interface__ 'data' must be (pointer, read_only)");
   in.data = reinterpret_cast<const float*>(data[0].cast<uintptr_t>());
-  if (d.contains("stream") && !d["stream"].is_none()) {
+  if (!d.contains("stream")) {  // v2 (torch's) names no stream: wait for the legacy default
+    in.has_stream = true;       // stream, where torch's default stream and unnamed work run
+    in.producer = cudaStreamLegacy;
+  } else if (!d["stream"].is_none()) {  // v3: None says the data is ready
     const long long stream = d["stream"].cast<long long>();
     if (stream == 0)
       throw py::value_error("__cuda_array_interface__ 'stream' is 0, which the protocol forbids");
@@ -63,13 +67,41 @@ static void from_cuda_array_interface(py::handle obj, DeviceInput& in) {
   }
 }
 
-static void from_dlpack(py::handle obj, cudaStream_t consumer, DeviceInput& in) {
+static std::string not_in_device_memory(int device_type) {
+  return "images are not in CUDA device memory (DLPack device type " + std::to_string(device_type) +
+         "); pass a numpy array for host images";
+}
+
+// __dlpack_device__(), where the exporter has it: refuses host arrays and arrays on another
+// device before __dlpack__ is asked to order anything on our stream.
+static void check_dlpack_device(py::handle obj, int device) {
+  if (!py::hasattr(obj, "__dlpack_device__")) return;
+  const py::tuple where = obj.attr("__dlpack_device__")().cast<py::tuple>();
+  if (where.size() != 2) throw py::value_error("__dlpack_device__ of " + type_name(obj) + " is not (type, index)");
+  const int type = where[0].cast<int>(), index = where[1].cast<int>();
+  if (type != dlpack::kCUDA && type != dlpack::kCUDAManaged) throw py::value_error(not_in_device_memory(type));
+  if (type == dlpack::kCUDA && device >= 0 && index != device)
+    throw py::value_error("images are on CUDA device " + std::to_string(index) +
+                          " but the model is on device " + std::to_string(device));
+}
+
+static void from_dlpack(py::handle obj, cudaStream_t consumer, int device, DeviceInput& in) {
+  check_dlpack_device(obj, device);
+  std::optional<DeviceScope> scope;  // the producer's current device must be the array's
+  if (device >= 0) scope.emplace(device);
   py::object capsule;
   try {  // the producer orders its pending work before our stream
-    capsule = obj.attr("__dlpack__")(py::arg("stream") = reinterpret_cast<uintptr_t>(consumer));
+    capsule = obj.attr("__dlpack__")(
+        py::arg("stream") = consumer ? py::object(py::int_(reinterpret_cast<uintptr_t>(consumer))) : py::none());
+    if (!consumer) {  // stream=None: ready on the legacy default stream
+      in.has_stream = true;
+      in.producer = cudaStreamLegacy;
+    }
   } catch (const py::error_already_set& e) {
     if (!e.matches(PyExc_TypeError)) throw;
-    capsule = obj.attr("__dlpack__")();  // an exporter without the stream keyword
+    capsule = obj.attr("__dlpack__")();  // an exporter without the stream keyword: DLPack's
+    in.has_stream = true;                // default, ready on the legacy default stream
+    in.producer = cudaStreamLegacy;
   }
   if (!PyCapsule_IsValid(capsule.ptr(), "dltensor"))
     throw py::value_error("__dlpack__ of " + type_name(obj) + " did not return an unused 'dltensor' capsule");
@@ -80,8 +112,7 @@ static void from_dlpack(py::handle obj, cudaStream_t consumer, DeviceInput& in) 
   in.managed = managed;
   const dlpack::Tensor& t = managed->dl_tensor;
   if (t.device.device_type != dlpack::kCUDA && t.device.device_type != dlpack::kCUDAManaged)
-    throw py::value_error("images are not in CUDA device memory (DLPack device type " +
-                          std::to_string(t.device.device_type) + "); pass a numpy array for host images");
+    throw py::value_error(not_in_device_memory(t.device.device_type));
   if (t.dtype.code != dlpack::kFloat || t.dtype.bits != 32 || t.dtype.lanes != 1)
     throw py::type_error("images are not float32 (DLPack type code " + std::to_string(t.dtype.code) +
                          ", " + std::to_string(t.dtype.bits) + " bits); convert them (e.g. tensor.float())");
@@ -94,16 +125,27 @@ static void from_dlpack(py::handle obj, cudaStream_t consumer, DeviceInput& in) 
   in.data = reinterpret_cast<const float*>(static_cast<const char*>(t.data) + t.byte_offset);
 }
 
-std::unique_ptr<DeviceInput> borrow_device_array(py::handle obj, cudaStream_t consumer) {
+std::unique_ptr<DeviceInput> borrow_device_array(py::handle obj, cudaStream_t consumer, int device) {
   auto in = std::make_unique<DeviceInput>();
   in->owner = py::reinterpret_borrow<py::object>(obj);
-  if (py::hasattr(obj, "__cuda_array_interface__"))
+  if (py::hasattr(obj, "__dlpack__")) {  // first: the one protocol that orders on our stream
+    try {
+      from_dlpack(obj, consumer, device, *in);
+    } catch (const py::error_already_set& e) {
+      // torch refuses to export from a device other than the one it believes current, which
+      // can differ from cudaGetDevice's on a thread where torch deferred its cudaSetDevice:
+      // the interface still reads it, ordered after that device's legacy default stream.
+      if (!e.matches(PyExc_BufferError) || !py::hasattr(obj, "__cuda_array_interface__")) throw;
+      in = std::make_unique<DeviceInput>();
+      in->owner = py::reinterpret_borrow<py::object>(obj);
+      from_cuda_array_interface(obj, *in);
+    }
+  } else if (py::hasattr(obj, "__cuda_array_interface__")) {
     from_cuda_array_interface(obj, *in);
-  else if (py::hasattr(obj, "__dlpack__"))
-    from_dlpack(obj, consumer, *in);
-  else
+  } else {
     throw py::type_error("images must be a numpy array, or a CUDA array exposing "
                          "__cuda_array_interface__ or __dlpack__ (torch, CuPy), got " + type_name(obj));
+  }
   if (in->data == nullptr) throw py::value_error("images have a null device pointer");
   return in;
 }

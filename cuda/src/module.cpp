@@ -72,6 +72,7 @@ class Model {
     const HostWeights host = weights_from(weights);
     py::gil_scoped_release nogil;
     engine_ = make_engine(shape_, host, precision, device, cuda_graph, batch_sizes_kept);
+    DeviceScope scope(device);  // the event lives on the engine's device
     ready_ = std::make_unique<Event>();
   }
 
@@ -85,7 +86,7 @@ class Model {
       check_shape(std::vector<long long>(a.shape(), a.shape() + a.ndim()));
       return execute(static_cast<const float*>(a.data()), false, static_cast<int>(a.shape(0)), nullptr, output);
     }
-    const std::unique_ptr<DeviceInput> in = borrow_device_array(images, engine_->stream());
+    const std::unique_ptr<DeviceInput> in = borrow_device_array(images, engine_->stream(), engine_->device());
     check_shape(in->shape);
     return execute(in->data, true, static_cast<int>(in->shape[0]), in.get(), output);
   }
@@ -143,7 +144,10 @@ class Model {
         if (host_out) {
           CUDA_CHECK(cudaMemcpyAsync(host_out, logits, bytes, cudaMemcpyDeviceToHost, s));
         } else {
-          device_out = std::make_shared<DeviceBuffer>(bytes);
+          // Stream-ordered, so that neither this allocation nor the free when the caller drops
+          // the array waits for the whole device. Freed on the legacy default stream: after
+          // whatever torch's default stream has queued on it by then.
+          device_out = std::make_shared<DeviceBuffer>(DeviceBuffer::stream_ordered(bytes, s, cudaStreamLegacy));
           CUDA_CHECK(cudaMemcpyAsync(device_out->as<float>(), logits, bytes, cudaMemcpyDeviceToDevice, s));
         }
         CUDA_CHECK(cudaStreamSynchronize(s));
@@ -187,16 +191,24 @@ static py::dict probe_dict() {
   return d;
 }
 
-// The host-side reading of a CUDA array interface, for tests of the boundary without a device.
-static py::dict inspect_device_array(py::handle obj) {
-  if (!py::hasattr(obj, "__cuda_array_interface__"))
-    throw py::type_error("inspect_device_array reads __cuda_array_interface__ only");
-  const std::unique_ptr<DeviceInput> in = borrow_device_array(obj, nullptr);
+// The host-side reading of a device array as run() does it (DLPack first, with `stream` as the
+// consumer's stream; else the CUDA array interface), for tests of the boundary without a device.
+// "stream" in the result: the stream whose pending work run() would wait for, or None.
+static py::dict inspect_device_array(py::handle obj, uintptr_t stream) {
+  const std::unique_ptr<DeviceInput> in =
+      borrow_device_array(obj, reinterpret_cast<cudaStream_t>(stream), /*device=*/-1);
   py::dict d;
   d["data"] = reinterpret_cast<uintptr_t>(in->data);
   d["shape"] = py::tuple(py::cast(in->shape));
   d["stream"] = in->has_stream ? py::cast(reinterpret_cast<uintptr_t>(in->producer)) : py::none();
   return d;
+}
+
+// The calling thread's current CUDA device, for tests that the backend leaves it as it was.
+static int current_device() {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  return device;
 }
 
 }  // namespace polyvit_cuda
@@ -212,8 +224,11 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("probe", &probe_dict,
         "What the CUDA runtime sees: {count, error, runtime_version, driver_version, devices}. "
         "Never raises; error holds the driver's reason when count is 0");
-  m.def("inspect_device_array", &inspect_device_array, py::arg("obj"),
-        "The host-side checks of a CUDA array interface: {data, shape, stream}");
+  m.def("inspect_device_array", &inspect_device_array, py::arg("obj"), py::arg("stream") = 3,
+        "The host-side reading of a device array as Model.run does it: {data, shape, stream (the "
+        "stream whose pending work run would wait for, or None)}. stream: the consumer stream "
+        "handle passed to __dlpack__ (default 3: any handle above DLPack's special 0, 1, 2)");
+  m.def("current_device", &current_device, "The calling thread's current CUDA device (cudaGetDevice)");
   bind_device_array(m);
   bind_ops(m);
   py::class_<Model>(m, "Model")

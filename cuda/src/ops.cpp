@@ -72,10 +72,6 @@ static void check_precision(const std::string& precision) {
 
 namespace {
 
-struct Device {
-  explicit Device(int index) { use_device(index); }  // "no CUDA device: ..." before any allocation
-};
-
 // Raw views of numpy arrays, taken while the GIL is held: the device work runs without it.
 struct In {
   const float* data = nullptr;
@@ -89,14 +85,20 @@ In view(const py::array& a) { return {static_cast<const float*>(a.data()), stati
 In view(const std::optional<py::array>& a) { return a ? view(*a) : In{}; }
 Out view(py::array_t<float>& a) { return {a.mutable_data(), static_cast<size_t>(a.size())}; }
 
-// One op call: its device, its own stream, synchronised before results are read.
+// One op call: its device, current for the call and the caller's again after it; its own
+// stream, synchronised before results are read. Its buffers are stream-ordered on that stream
+// (cudaMallocAsync / cudaFreeAsync), so a call never waits for the rest of the device, and a
+// buffer may go as soon as the work that reads it is enqueued. Declare buffers after the Call:
+// they are freed on its stream.
 struct Call {
-  explicit Call(int index) : device(index) {}
-  Device device;  // first: the stream is created on it
+  explicit Call(int index) : scope(index) {}
+  DeviceScope scope;  // first: "no CUDA device: ..." before anything, and the stream lives on it
   Stream stream;
 
+  DeviceBuffer buffer(size_t bytes) { return DeviceBuffer::stream_ordered(bytes, stream.get(), stream.get()); }
+  // Host memory onto the device, ordered on the call's stream like everything that reads it.
   DeviceBuffer upload(In a) {
-    DeviceBuffer d(a.n * sizeof(float));
+    DeviceBuffer d = buffer(a.n * sizeof(float));
     if (a.n) CUDA_CHECK(cudaMemcpyAsync(d.as<void>(), a.data, a.n * sizeof(float), cudaMemcpyHostToDevice, stream.get()));
     return d;
   }
@@ -107,10 +109,9 @@ struct Call {
     if constexpr (std::is_same_v<T, float>) {
       return f;
     } else {
-      DeviceBuffer t(a.n * sizeof(T));
+      DeviceBuffer t = buffer(a.n * sizeof(T));
       cast<float, T>(f.as<float>(), t.as<T>(), a.n, stream.get());
-      CUDA_CHECK(cudaStreamSynchronize(stream.get()));  // before f is freed
-      return t;
+      return t;  // f's free is ordered after the cast
     }
   }
   // d (out.n elements of T) into out as float; synchronised.
@@ -119,7 +120,7 @@ struct Call {
     const float* src = d.as<float>();
     DeviceBuffer widened;
     if constexpr (!std::is_same_v<T, float>) {
-      widened = DeviceBuffer(out.n * sizeof(float));
+      widened = buffer(out.n * sizeof(float));
       cast<T, float>(d.as<T>(), widened.as<float>(), out.n, stream.get());
       src = widened.as<float>();
     }
@@ -169,7 +170,7 @@ static py::array_t<float> linear(py::handle x_obj, py::handle w_obj, py::handle 
   Call call(device);
   const DeviceBuffer db = vb.data ? call.upload(vb) : DeviceBuffer();
   const DeviceBuffer dr = vr.data ? call.upload(vr) : DeviceBuffer();
-  DeviceBuffer dy(static_cast<size_t>(M) * N * sizeof(float));
+  DeviceBuffer dy = call.buffer(static_cast<size_t>(M) * N * sizeof(float));
   by_precision(precision, [&](auto tag) {
     using T = decltype(tag);
     const DeviceBuffer dx = call.upload_as<T>(vx), dw = call.upload_as<T>(vw);
@@ -202,7 +203,7 @@ static py::array_t<float> layernorm_op(py::handle x_obj, py::handle w_obj, py::h
   const DeviceBuffer dx = call.upload(vx), dw = call.upload(vw), db = call.upload(vb);
   by_precision(precision, [&](auto tag) {
     using T = decltype(tag);
-    DeviceBuffer dy(static_cast<size_t>(M) * C * sizeof(T));
+    DeviceBuffer dy = call.buffer(static_cast<size_t>(M) * C * sizeof(T));
     layernorm<float, T>(dx.as<float>(), C, dw.as<float>(), db.as<float>(), dy.as<T>(), M, C,
                         static_cast<float>(eps), call.stream.get());
     call.download<T>(dy, vo);
@@ -244,7 +245,7 @@ static py::array_t<float> attention_op(py::handle qkv_obj, int heads, const std:
   Call call(device);
   by_precision(precision, [&](auto tag) {
     using T = decltype(tag);
-    DeviceBuffer dy(static_cast<size_t>(B) * Q * D * sizeof(T));
+    DeviceBuffer dy = call.buffer(static_cast<size_t>(B) * Q * D * sizeof(T));
     if (class_query) {
       const DeviceBuffer dq = call.upload_as<T>({q_cls.data(), q_cls.size()});
       const DeviceBuffer dkv = call.upload_as<T>({kv.data(), kv.size()});
@@ -288,11 +289,11 @@ static py::array_t<float> patch_embed_op(py::handle images_obj, py::handle w_obj
   Call call(device);
   const DeviceBuffer di = call.upload(vi);
   const DeviceBuffer db = vb.data ? call.upload(vb) : DeviceBuffer();
-  DeviceBuffer dy(static_cast<size_t>(B) * N * D * sizeof(float));
+  DeviceBuffer dy = call.buffer(static_cast<size_t>(B) * N * D * sizeof(float));
   by_precision(precision, [&](auto tag) {
     using T = decltype(tag);
     const DeviceBuffer dw = call.upload_as<T>(vw);
-    DeviceBuffer patches(static_cast<size_t>(B) * N * PD * sizeof(T));  // (B * N, PD)
+    DeviceBuffer patches = call.buffer(static_cast<size_t>(B) * N * PD * sizeof(T));  // (B * N, PD)
     patch_embed_gather<T>(di.as<float>(), patches.as<T>(), B, C, H, W, P, call.stream.get());
     if constexpr (std::is_same_v<T, float>)
       linear_fp32(patches.as<float>(), dw.as<float>(), db.as<float>(), nullptr, dy.as<float>(), B * N, D,
@@ -322,7 +323,7 @@ static py::array_t<float> bias_gelu_op(py::handle x_obj, py::handle b_obj, const
   py::gil_scoped_release nogil;
   Call call(device);
   const DeviceBuffer dx = call.upload(vx), db = vb.data ? call.upload(vb) : DeviceBuffer();
-  DeviceBuffer dy(static_cast<size_t>(M) * N * sizeof(float));
+  DeviceBuffer dy = call.buffer(static_cast<size_t>(M) * N * sizeof(float));
   bias_gelu(dx.as<float>(), db.as<float>(), dy.as<float>(), M, N,
             form == "erf" ? Epilogue::kGeluErf : Epilogue::kGeluTanh, call.stream.get());
   call.download<float>(dy, vo);
@@ -351,29 +352,29 @@ static std::vector<double> benchmark_op(const std::string& op, const std::vector
     throw py::value_error("benchmark_op: attention needs D divisible by heads and B <= 65535");
   auto dim = [&](size_t i) { return static_cast<int>(dims[i]); };
   std::function<void(cudaStream_t)> launch;
-  std::vector<DeviceBuffer> keep;
   py::gil_scoped_release nogil;
   Call call(device);
+  std::vector<DeviceBuffer> keep;  // after the call: freed on its stream
   std::mt19937 rng(0);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  auto random = [&](size_t n, auto tag) -> const void* {  // n values rounded to the tag's type
+  // n values rounded to the tag's type. The copy is on the call's stream, which the kernels run
+  // on: a plain cudaMemcpy from pageable memory runs on the legacy default stream, which the
+  // non-blocking stream does not wait for, and may return before its DMA has landed.
+  auto random = [&](size_t n, auto tag) -> const void* {
     using T = decltype(tag);
     std::vector<float> host(n);
     for (float& v : host) v = normal(rng);
-    DeviceBuffer f(n * sizeof(float));
-    CUDA_CHECK(cudaMemcpy(f.as<float>(), host.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-    if constexpr (std::is_same_v<T, float>) {
-      keep.push_back(std::move(f));
-    } else {
-      DeviceBuffer t(n * sizeof(T));
-      cast<float, T>(f.as<float>(), t.as<T>(), n, call.stream.get());
-      CUDA_CHECK(cudaStreamSynchronize(call.stream.get()));
-      keep.push_back(std::move(t));
+    keep.push_back(call.upload({host.data(), n}));
+    if constexpr (!std::is_same_v<T, float>) {
+      DeviceBuffer t = call.buffer(n * sizeof(T));
+      cast<float, T>(keep.back().as<float>(), t.as<T>(), n, call.stream.get());
+      keep.back() = std::move(t);  // the fp32 copy's free is ordered after the cast
     }
+    CUDA_CHECK(cudaStreamSynchronize(call.stream.get()));  // before `host` goes
     return keep.back().as<void>();
   };
   auto output = [&](size_t bytes) {
-    keep.emplace_back(bytes);
+    keep.push_back(call.buffer(bytes));
     return keep.back().as<void>();
   };
   by_precision(precision, [&](auto tag) {

@@ -177,18 +177,12 @@ struct Plan {
   std::unique_ptr<GraphExec> graph;
 };
 
-// Makes the device current before any member that allocates is constructed.
-struct SelectDevice {
-  explicit SelectDevice(int device) : device(device) { use_device(device); }
-  int device;
-};
-
 template <class Act>
 class ViTEngine final : public Engine {
  public:
   ViTEngine(const ViTShape& shape, const HostWeights& weights, int device, bool use_graph,
             int batch_sizes_kept)
-      : selected_(device), shape_(shape), use_graph_(use_graph), plans_kept_(batch_sizes_kept) {
+      : device_(device), shape_(shape), use_graph_(use_graph), plans_kept_(batch_sizes_kept) {
     attention_prepare<Act>(shape_.tokens(), shape_.head_dim());  // fails early if T is too long
     upload(weights);
   }
@@ -220,7 +214,7 @@ class ViTEngine final : public Engine {
   }
 
   cudaStream_t stream() const override { return stream_.get(); }
-  int device() const override { return selected_.device; }
+  int device() const override { return device_; }
 
   std::vector<int> cached_batch_sizes() const override {  // least recently used first
     std::vector<const Plan*> plans;
@@ -424,7 +418,7 @@ class ViTEngine final : public Engine {
                        Epilogue::kResidual, st);
   }
 
-  SelectDevice selected_;  // first: every member below lives on this device
+  int device_;             // every member below lives on it (make_engine makes it current)
   ViTShape shape_;
   bool use_graph_;
   int plans_kept_;         // batch sizes whose plans are kept; the least recently used goes
@@ -442,6 +436,7 @@ std::unique_ptr<Engine> make_engine(const ViTShape& shape, const HostWeights& we
   require(batch_sizes_kept >= 1, "batch_sizes_kept must be at least 1");
   shape.validate();
   check_weights(shape, weights);
+  DeviceScope scope(device);  // the engine allocates on its device; the caller's is restored after
   if (precision == "fp32")
     return std::make_unique<ViTEngine<float>>(shape, weights, device, use_graph, batch_sizes_kept);
   if (precision == "bf16")

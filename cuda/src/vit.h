@@ -36,6 +36,9 @@ struct HostTensor {
 };
 using HostWeights = std::map<std::string, HostTensor>;
 
+// forward() and clear_cache() expect the engine's device to be current (the caller holds a
+// DeviceScope); make_engine makes it current while it builds the engine, then restores the
+// caller's.
 class Engine {
  public:
   virtual ~Engine() = default;
