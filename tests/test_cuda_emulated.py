@@ -7,8 +7,10 @@ ViT-S/32 and ViT-Ti/16 take minutes each when emulated; docs/backends/cuda.md ru
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -32,9 +34,9 @@ def emulated(tmp_path_factory) -> Path:
     return out
 
 
-def run_emulated(out: Path, *pytest_args: str) -> subprocess.CompletedProcess:
+def run_emulated(out: Path, *pytest_args: str, **emulator_env: str) -> subprocess.CompletedProcess:
     # the backend is required: an emulated build that cannot load fails instead of skipping
-    env = {**os.environ, "POLYVIT_REQUIRE_BACKENDS": "cuda"}
+    env = {**os.environ, "POLYVIT_REQUIRE_BACKENDS": "cuda", **emulator_env}
     return subprocess.run([sys.executable, str(EMULATOR / "run.py"), str(out), "-q",
                            "-p", "no:cacheprovider", *pytest_args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1200)
@@ -74,5 +76,70 @@ def test_the_cuda_specific_tests_pass_on_the_emulator(emulated):
     of torch; the thread test is for backends with threads.)"""
     passed(run_emulated(emulated, "tests/test_cuda_gpu.py", "tests/test_backend_contract.py",
                         "tests/test_features.py", "tests/test_resize.py", "-k",
-                        "not device_arrays and (test_cuda_gpu and not small_config[fp16] "
-                        "or (cuda and not thread_counts))"))
+                        "not device_arrays and not callers_current_device and (test_cuda_gpu and "
+                        "not small_config[fp16] or (cuda and not thread_counts))"))
+
+
+def test_the_backend_leaves_the_callers_device_as_it_was_on_two_emulated_devices(emulated):
+    """Loading, running, device arrays, the cache and the ops on device 1 with device 0 current:
+    every cudaSetDevice is undone (torch's current device is the thread's)."""
+    passed(run_emulated(emulated, "tests/test_cuda_gpu.py", "-k", "callers_current_device",
+                        EMU_DEVICES="2"))
+
+
+# ---- the emulator's own checks, on tiny broken kernels (cuda/emulator/broken_kernels.cu) ----------
+
+
+@lru_cache(maxsize=None)
+def broken_kernels(out: Path, seed: str | None = None) -> dict[str, str]:
+    """{case: what the emulator made of it} from one run of the self-test."""
+    env = {k: v for k, v in os.environ.items() if k != "EMU_SEED"}
+    if seed is not None:
+        env["EMU_SEED"] = seed
+    done = subprocess.run([str(out / "broken_kernels")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines())
+
+
+def test_the_emulator_poisons_shared_memory_at_every_block(emulated):
+    """A block that reads shared memory before writing it must not find what the previous block
+    left there (the emulator ran one block after another in the same static arrays, and poisoned
+    dynamic shared memory once per launch)."""
+    found = broken_kernels(emulated)
+    assert found["stale_static_shared"] == "0"
+    assert found["stale_dynamic_shared"] == "0"
+
+
+def test_the_emulator_shuffles_blocks_and_threads_reproducibly(emulated):
+    """A missing __syncthreads (thread t reads what t - 1 writes) and a kernel that needs its
+    blocks in index order both passed when threads and blocks ran in index order (EMU_SEED=0
+    still does, to tell whether a failure depends on the order); the default seed exposes them,
+    the same way on every run."""
+    shuffled = broken_kernels(emulated)
+    assert int(shuffled["missing_barrier"]) > 0
+    assert int(shuffled["block_order"]) > 0
+    in_order = broken_kernels(emulated, "0")
+    assert in_order["missing_barrier"] == "0" and in_order["block_order"] == "0"
+    assert broken_kernels(emulated, "1") == shuffled  # the default seed, explicitly
+    assert broken_kernels(emulated, "2")["missing_barrier"] != "0"
+
+
+@pytest.mark.parametrize("case,error,text", [
+    ("too_many_threads", "cudaErrorInvalidConfiguration", r"\(1025, 1, 1\) threads; a GPU runs 1 to 1024"),
+    ("over_launch_bounds", "cudaErrorLaunchOutOfResources",
+     r"128 threads exceeds the kernel's __launch_bounds__\(64\)"),
+    ("static_shared_over_48k", "cudaErrorLaunchOutOfResources",
+     "49156 bytes of static shared memory, above the 48 KiB limit"),
+    ("dynamic_shared_without_optin", "cudaErrorInvalidValue",
+     r"65536 bytes of dynamic shared memory, above the 49152 the kernel may use without "
+     r"cudaFuncSetAttribute\(cudaFuncAttributeMaxDynamicSharedMemorySize\)"),
+    ("dynamic_shared_with_optin", "cudaSuccess", "no error"),
+    ("after_failures", "cudaSuccess", "no error"),  # a failed launch does not poison the next
+])
+def test_the_emulator_fails_launches_over_a_gpus_limits(emulated, case, error, text):
+    """As a GPU does: the launch runs nothing and cudaGetLastError reports it, so the host code's
+    CUDA_CHECK_LAUNCH raises CudaError with the emulator's reason."""
+    name, _, message = broken_kernels(emulated)[case].partition(": ")
+    assert name == error
+    assert re.search(text, message), message

@@ -4,10 +4,13 @@
     python cuda/emulator/run.py build/emulator -q tests/test_ops.py -k cuda
     EMU_SMS=1 build/emulator/dev/linear_tc 256 64 256 1
 
-The kernel sources are compiled by g++ with cuda_emulation.h forced in, after three mechanical
+The kernel sources are compiled by g++ with cuda_emulation.h forced in, after mechanical
 rewrites: kernel<<<...>>>(args) becomes a launcher call, the cp.async inline PTX becomes a
-checked 16-byte copy, and extern __shared__ arrays point at the emulator's buffer. The host code
-(cuda/src) compiles unchanged and links runtime.cpp instead of cudart. See docs/backends/cuda.md.
+checked 16-byte copy, extern __shared__ arrays point at the emulator's buffer, every kernel
+starts with emu::kernel_entry(its __launch_bounds__), and every static __shared__ array is
+followed by emu::static_shared(it) (poisoned per block, counted against 48 KiB). The host code
+(cuda/src) compiles unchanged and links runtime.cpp instead of cudart. broken_kernels.cu, the
+emulator's self-test, is built too (OUT/broken_kernels). See docs/backends/cuda.md.
 """
 
 from __future__ import annotations
@@ -40,12 +43,84 @@ EMULATED_CP_ASYNC = r"""\1
 }"""
 
 
+KERNEL = re.compile(r"__global__\s+void\s+(__launch_bounds__\s*\()?")
+SHARED = re.compile(r"\b__shared__\b")
+
+
+def closing(source: str, start: int) -> int:
+    """The index of the bracket closing the one at source[start]."""
+    pairs = {"(": ")", "[": "]"}
+    stack = []
+    for i in range(start, len(source)):
+        if source[i] in pairs:
+            stack.append(pairs[source[i]])
+        elif stack and source[i] == stack[-1]:
+            stack.pop()
+            if not stack:
+                return i
+    raise SystemExit(f"emulator: unbalanced brackets after {source[start:start + 60]!r}")
+
+
+def add_kernel_entries(source: str) -> str:
+    """Every kernel definition starts with emu::kernel_entry(its launch bounds, or 0)."""
+    pieces, done = [], 0
+    for match in KERNEL.finditer(source):
+        bounds, at = "0", match.end()
+        if match.group(1):
+            end = closing(source, at - 1)
+            bounds, at = source[at:end], end + 1
+        params = source.index("(", at)
+        body = re.match(r"\s*\{", source[closing(source, params) + 1:])
+        if body is None:
+            continue  # a declaration
+        start = closing(source, params) + 1 + body.end()
+        pieces += [source[done:start], f" ::emu::kernel_entry({bounds});"]
+        done = start
+    return "".join(pieces) + source[done:]
+
+
+def shared_names(declarators: str) -> list[str]:
+    """The names declared by `float a[4][5], b[8]` (what follows __shared__, without the ';')."""
+    names, depth, part = [], 0, ""
+    for c in declarators + ",":
+        depth += c in "([" and 1 or c in ")]" and -1 or 0
+        if c == "," and depth == 0:
+            head = part
+            level = 0
+            for i, d in enumerate(part):  # the declarator ends at its first top-level '['
+                if d == "[" and level == 0:
+                    head = part[:i]
+                    break
+                level += d in "(" and 1 or d in ")" and -1 or 0
+            names.append(re.findall(r"\w+", head)[-1])
+            part = ""
+        else:
+            part += c
+    return names
+
+
+def register_static_shared(source: str) -> str:
+    """Each static __shared__ declaration is followed by emu::static_shared() of its arrays."""
+    pieces, done = [], 0
+    for match in SHARED.finditer(source):
+        line = source[source.rfind("\n", 0, match.start()) + 1:match.start()]
+        if "//" in line or "extern" in line:
+            continue
+        end = source.index(";", match.end())
+        calls = "".join(f" ::emu::static_shared(&{n}, sizeof {n});"
+                        for n in shared_names(source[match.end():end]))
+        pieces += [source[done:end + 1], calls]
+        done = end + 1
+    return "".join(pieces) + source[done:]
+
+
 def rewrite(source: str) -> str:
     source = LAUNCH.sub(r"emu::launcher(\2)(\1, ", source)
     source = CP_ASYNC_16.sub(EMULATED_CP_ASYNC, source)
     source = CP_ASYNC_OTHER.sub(r"\1}", source)  # copies are synchronous: nothing to wait for
     source = source.replace("extern __shared__ float smem[];",
                             "float* smem = reinterpret_cast<float*>(emu::dynamic_smem);")
+    source = register_static_shared(add_kernel_entries(source))
     # A kernel's address as the runtime's C API takes it (nvcc's C++ overload is device-only).
     source = re.sub(r"cudaFuncSetAttribute\((\w+<\w+>),", r"cudaFuncSetAttribute((const void*)&\1,", source)
     if "<<<" in source or "asm volatile" in source:
@@ -88,6 +163,7 @@ def main() -> int:
         (sources / f"dev_{path.name}").write_text(rewrite(path.read_text()))
     for path in (CUDA / "dev").glob("*.h"):
         shutil.copy(path, sources / path.name)
+    (sources / "selftest_broken_kernels.cu").write_text(rewrite((HERE / "broken_kernels.cu").read_text()))
 
     emulated = ["g++", "-std=c++20", "-O2", "-fPIC", "-w", "-include", "cuda_emulation.h",
                 f"-I{HERE}", f"-I{sources}", f"-I{CUDA_INCLUDE}"]
@@ -112,6 +188,8 @@ def main() -> int:
     for program, links in dev_links().items():
         run(["g++", "-o", str(out / "dev" / program), str(objects / f"dev_{program}.o"),
              *(str(objects / f"{k}.o") for k in links), str(objects / "runtime.o")])
+    run(["g++", "-o", str(out / "broken_kernels"), str(objects / "selftest_broken_kernels.o"),
+         str(objects / "runtime.o")])
     print(f"emulated polyvit._cuda in {package}, dev programs in {out / 'dev'}")
     return 0
 

@@ -1,11 +1,14 @@
 // Force-included (g++ -include) into the kernel sources when they are built for the CPU
-// emulator: every CUDA thread becomes a fiber, blocks run one after another, and barriers,
-// warp shuffles and shared memory behave as on the GPU (see runtime.cpp). A verification tool:
-// it runs the kernels' indexing, tiling, bounds and synchronisation, not the GPU's timing,
-// memory model or instruction-level numerics.
+// emulator: every CUDA thread becomes a fiber, blocks run one after another in a seeded random
+// order, and barriers, warp shuffles and shared memory behave as on the GPU (see runtime.cpp).
+// A verification tool: it runs the kernels' indexing, tiling, bounds and synchronisation, not
+// the GPU's timing, memory model or instruction-level numerics.
 #pragma once
 
-#define __shared__ static  // one block runs at a time, so function statics are its shared memory
+// One block runs at a time, so function statics are its shared memory. build.py follows each
+// declaration with emu::static_shared(), which poisons them per block and counts their bytes.
+#define __shared__ static
+// build.py moves a kernel's launch bounds into emu::kernel_entry() at the top of its body.
 #define __launch_bounds__(...)
 
 #include <cuda_bf16.h>
@@ -28,8 +31,21 @@ void sync_block();
 void sync_warp();
 float shuffle_xor(float v, int offset);
 
-// Runs body once per thread of every block, or records it while a stream is being captured.
-void launch(dim3 grid, dim3 block, size_t smem, std::function<void()> body);
+// Runs body once per thread of every block, or records it while a stream is being captured. A
+// configuration the GPU would refuse (more than 1024 threads, a grid too large, more dynamic
+// shared memory than the kernel opted into) is not run: cudaGetLastError reports it, as after a
+// failed launch on a GPU. kernel: the kernel's address, whose cudaFuncSetAttribute opt-ins count.
+void launch(dim3 grid, dim3 block, size_t smem, const void* kernel, std::function<void()> body);
+
+// The first statement of every kernel (build.py inserts it): max_threads is the first argument
+// of the kernel's __launch_bounds__, 0 when it declares none. A block larger than that fails the
+// launch (cudaErrorLaunchOutOfResources, as on a GPU) before any thread does anything.
+void kernel_entry(long long max_threads, long long min_blocks = 0, long long max_cluster = 0);
+
+// After each static __shared__ array's declaration (build.py inserts it): the array is poisoned
+// at the start of every block, as a GPU leaves shared memory uninitialised, and its bytes count
+// against the 48 KiB a kernel may declare statically.
+void static_shared(void* array, size_t bytes);
 
 // kernel<<<grid, block, smem, stream>>>(args) is rewritten as launcher(grid, ...)(kernel, args).
 struct Launcher {
@@ -37,7 +53,7 @@ struct Launcher {
   size_t smem;
   template <class F, class... A>
   void operator()(F f, A... args) {
-    launch(grid, block, smem, [=]() { f(args...); });
+    launch(grid, block, smem, reinterpret_cast<const void*>(f), [=]() { f(args...); });
   }
 };
 inline Launcher launcher(dim3 grid, dim3 block, size_t smem = 0, cudaStream_t = nullptr) {
