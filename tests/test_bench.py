@@ -246,3 +246,25 @@ def test_kernel_benchmarks_run(tmp_path):
                           capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout
+
+
+def test_int8_is_compared_with_calibrated_int8_peers(quick_run):
+    """OpenVINO (NNCF post-training quantization) and ONNX Runtime (static QDQ) int8 run in the
+    same sweep, each with its agreement with the reference, and polyvit's int8 is compared with
+    the best of them, not with a bf16 or fp32 peer."""
+    if not all(importlib.util.find_spec(m) for m in ("openvino", "nncf", "onnxruntime")):
+        pytest.skip("the int8 peers need openvino, nncf and onnxruntime (the bench extra)")
+    ok, why = backends.backend_class("cpp").supports("int8")
+    if not ok:
+        pytest.skip(f"cpp int8 does not run here: {why}")
+    _, out = quick_run
+    rows = json.loads((out / "results.json").read_text())["results"]
+    for batch in (1, 32):
+        peers = {r["runner"]: r for r in rows if r["kind"] == "peer" and r["precision"] == "int8"
+                 and r["batch"] == batch}
+        assert set(peers) == {"openvino", "onnxruntime"}, peers
+        assert all(0.99 <= r["cosine_min"] <= 1 for r in peers.values())
+        mine = next(r for r in rows if r["runner"] == "cpp" and r["precision"] == "int8"
+                    and r["batch"] == batch)
+        assert mine["best_peer"] in ("openvino int8", "onnxruntime int8")
+        assert mine["cosine_min"] is not None

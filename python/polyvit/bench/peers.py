@@ -5,7 +5,10 @@ makes its runner unavailable with the reason, never an error."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -102,33 +105,103 @@ class OnnxExport:
                 quiet.setLevel(level)
         return self._file()
 
-    def _file(self) -> str:
+    def _file(self, suffix: str = "") -> str:
         assert self._dir is not None
-        return os.path.join(self._dir.name, "vit.onnx")
+        return os.path.join(self._dir.name, f"vit{suffix}.onnx")
+
+    def static_int8(self, calibration: np.ndarray) -> str:
+        """The export quantized by ONNX Runtime's post-training static quantization: QDQ format,
+        int8 weights per output channel, uint8 activations with scales calibrated on
+        `calibration` (one image per calibration step), made once."""
+        quantized = self._file("-int8-qdq")
+        if not os.path.exists(quantized):
+            from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                                  quantize_static)
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            import onnx
+
+            name = onnx.load(self.path(), load_external_data=False).graph.input[0].name
+
+            class Images(CalibrationDataReader):
+                def __init__(self) -> None:
+                    self._next = iter({name: calibration[i:i + 1]} for i in range(len(calibration)))
+
+                def get_next(self):
+                    return next(self._next, None)
+
+            prepared = self._file("-prepared")
+            with _quiet():
+                quant_pre_process(self.path(), prepared)
+                quantize_static(prepared, quantized, Images(), quant_format=QuantFormat.QDQ,
+                                per_channel=True, activation_type=QuantType.QUInt8,
+                                weight_type=QuantType.QInt8)
+        return quantized
 
 
-def onnxruntime(export: OnnxExport, precision: str, threads: int | None = None) -> Fn:
+@contextlib.contextmanager
+def _quiet():
+    """Silences the quantizers' progress bars and logs (they print to stdout/stderr)."""
+    import logging
+    import warnings
+
+    sink = io.StringIO()
+    level = logging.root.level
+    logging.root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.root.setLevel(level)
+
+
+def onnxruntime(export: OnnxExport, precision: str, threads: int | None = None,
+                calibration: np.ndarray | None = None) -> Fn:
+    """fp32: the export as is; int8: its static QDQ quantization calibrated on `calibration`."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(export.path(), options, providers=["CPUExecutionProvider"])
+    model = export.static_int8(_needs(calibration)) if precision == "int8" else export.path()
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
 
 
-def openvino(export: OnnxExport, precision: str, threads: int | None = None) -> Fn:
+def openvino(export: OnnxExport, precision: str, threads: int | None = None,
+             calibration: np.ndarray | None = None) -> Fn:
     """fp32 with INFERENCE_PRECISION_HINT=f32; bf16 with its bf16 hint (OpenVINO's default on
-    CPUs with AVX512_BF16)."""
+    CPUs with AVX512_BF16); int8: the model quantized by NNCF's post-training quantization
+    (ModelType.TRANSFORMER, calibrated on `calibration`), compiled with OpenVINO's defaults, as
+    OpenVINO's int8 is deployed."""
     import openvino as ov
 
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
-                              "PERFORMANCE_HINT": "LATENCY"}
+    core = ov.Core()
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
-    request = ov.Core().compile_model(export.path(), "CPU", config).create_infer_request()
+    if precision == "int8":
+        import nncf
+
+        images = _needs(calibration)
+        with _quiet():
+            model = nncf.quantize(core.read_model(export.path()),
+                                  nncf.Dataset([images[i:i + 1] for i in range(len(images))]),
+                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(images))
+    else:
+        model = export.path()
+        config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[precision]
+    request = core.compile_model(model, "CPU", config).create_infer_request()
     return lambda x: np.asarray(next(iter(request.infer({0: x}).values())), dtype=np.float32)
+
+
+def _needs(calibration: np.ndarray | None) -> np.ndarray:
+    if calibration is None:
+        raise ValueError("an int8 peer needs calibration images (peer_runners(calibration=...))")
+    return calibration
 
 
 @dataclass(frozen=True)
@@ -144,17 +217,20 @@ class Peer:
 PEERS = (
     Peer("torch eager", ("torch",), ("fp32", "bf16"), torch_eager, False, False),
     Peer("torch.compile", ("torch",), ("fp32", "bf16"), torch_compiled, False, True),
-    Peer("onnxruntime", ("onnxruntime", "onnxscript"), ("fp32",), onnxruntime, True, False),
-    Peer("openvino", ("openvino", "onnxscript"), ("fp32", "bf16"), openvino, True, False),
+    Peer("onnxruntime", ("onnxruntime", "onnxscript"), ("fp32", "int8"), onnxruntime, True, False),
+    Peer("openvino", ("openvino", "onnxscript"), ("fp32", "bf16", "int8"), openvino, True, False),
 )
+CALIBRATED = ("int8",)  # precisions whose peers quantize with calibration images
 
 
 def peer_runners(precisions: list[str], cfg: ViTConfig, weights: Mapping[str, np.ndarray],
                  threads: int | None, include_costly: bool = True,
-                 names: list[str] | None = None) -> tuple[list[Runner], list[str]]:
+                 names: list[str] | None = None, calibration: np.ndarray | None = None
+                 ) -> tuple[list[Runner], list[str]]:
     """(CPU runners of the peers offering these precisions, notes on peers left out); names
     picks peers by name (default: all). The torch model is built once and the ONNX export made
-    on the first runner's set-up, both shared by every runner."""
+    on the first runner's set-up, both shared by every runner. calibration: the images the int8
+    peers calibrate their activation scales on (int8 peers are left out without it)."""
     runners, notes = [], []
     model = export = None
     for peer in PEERS:
@@ -176,7 +252,14 @@ def peer_runners(precisions: list[str], cfg: ViTConfig, weights: Mapping[str, np
             export = OnnxExport(model, cfg)
         source = export if peer.onnx else model
         for precision in precisions:
-            if precision in peer.precisions:
-                runners.append(Runner(peer.name, "peer", precision,
-                                      lambda b=peer.build, s=source, p=precision: b(s, p, threads)))
+            if precision not in peer.precisions:
+                continue
+            if precision in CALIBRATED:
+                if calibration is None:
+                    notes.append(f"{peer.name} {precision}: left out (no calibration images)")
+                    continue
+                build = functools.partial(peer.build, source, precision, threads, calibration)
+            else:
+                build = functools.partial(peer.build, source, precision, threads)
+            runners.append(Runner(peer.name, "peer", precision, build))
     return runners, notes

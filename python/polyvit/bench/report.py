@@ -124,17 +124,27 @@ def matrix_summary(info: dict, records: list[Record], statuses: dict) -> str:
 
 def measurements(records: list[Record]) -> list[str]:
     lines = ["| runner | precision | batch | ms/img (median) | IQR | img/s | max\\|Δlogit\\| | "
-             "top-1 | parity | vs best peer |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "top-1 | parity | cosine min / clear top-1 | vs best peer |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r.batch, r.kind != "polyvit", r.runner, r.precision)):
         lo, hi = r.spread_ms
         value, peer = ratio(r, records) if r.kind == "polyvit" else (None, "")
         name = f"`{r.runner}`" if r.kind == "polyvit" else f"{r.runner} (peer)"
         lines.append(f"| {name} | {r.precision} | {r.batch} | {r.ms_per_image:.2f} | "
                      f"{lo:.2f}–{hi:.2f} | {r.images_per_second:.1f} | {r.max_abs_error:.2g} | "
-                     f"{100 * r.top1_agreement:.0f}% | {r.parity} | "
+                     f"{100 * r.top1_agreement:.0f}% | {r.parity} | {_agreement(r)} | "
                      f"{_fmt(value, '.2f')}{'×' if value is not None else ''} "
                      f"{f'({peer})' if peer else ''} |")
     return lines
+
+
+def _agreement(r: Record) -> str:
+    """A reduced precision's agreement with the reference: lowest cosine over the batch, and
+    the share of clear top-1 leads it kept."""
+    if r.cosine is None:
+        return "—"
+    return f"{r.cosine:.5f} / " + ("no clear lead" if r.clear_top1 is None
+                                   else f"{100 * r.clear_top1:.0f}%")
 
 
 def speedups(records: list[Record], ours: str) -> list[str]:
@@ -179,8 +189,11 @@ def write_markdown(path: Path, info: dict, settings: dict, records: list[Record]
         "",
         "Median of interleaved rounds (IQR: 25th–75th percentile); max|Δlogit| against the "
         "float64 reference on the same input; parity by the project's rule (fp32 runs only); "
-        "'vs best peer': throughput ratio against the fastest peer at the same batch size and "
-        "precision (any precision where none was measured at it).",
+        "cosine min / clear top-1: a reduced precision's agreement with that reference (lowest "
+        "cosine over the batch, share of clear top-1 leads kept; parity.agreement); int8 peers "
+        "are calibrated on the batch-32 inputs (OpenVINO: NNCF post-training quantization; ONNX "
+        "Runtime: static QDQ); 'vs best peer': throughput ratio against the fastest peer at the "
+        "same batch size and precision (any precision where none was measured at it).",
         "",
         *measurements(records),
         *(["", "Notes:", ""] + [f"- {n}" for n in notes] if notes else []),

@@ -51,6 +51,9 @@ class Record:
     top1_agreement: float
     parity: str                   # "pass", "fail" or "n/a" (not an fp32 run)
     load: float = 0.0             # cores other processes kept busy during these rounds
+    # reduced precisions: agreement with the reference logits (parity.agreement)
+    cosine: float | None = None       # lowest cosine similarity over the batch
+    clear_top1: float | None = None   # share of the clear top-1 leads kept (None: no clear lead)
 
     @property
     def label(self) -> str:
@@ -77,6 +80,7 @@ class Record:
                 "images_per_second": self.images_per_second, "rounds": len(self.seconds),
                 "max_abs_error": self.max_abs_error, "tolerance": self.tolerance,
                 "top1_agreement": self.top1_agreement, "parity": self.parity,
+                "cosine_min": self.cosine, "clear_top1": self.clear_top1,
                 "other_load_cores": self.load}
 
 
@@ -96,12 +100,18 @@ def polyvit_runners(names: list[str], precisions: list[str], cfg: ViTConfig,
     return runners
 
 
+def inputs(cfg: ViTConfig, batch: int) -> np.ndarray:
+    """The images every runner is timed on at this batch size (the int8 peers calibrate on the
+    batch-32 ones: the inputs polyvit's int8 sees)."""
+    return parity.random_images(cfg, batch, seed=1000 + batch)
+
+
 def measure(runners: list[Runner], cfg: ViTConfig, weights: Mapping[str, np.ndarray],
             batch: int, budget_seconds: float, rounds: int | None = None, pause: float = 0.0,
             progress=None) -> list[Record]:
     """Every runner that sets up, warmed up and timed in interleaved rounds on one input batch
     (see rounds.run_rounds); a runner that fails keeps its reason in .error."""
-    images = parity.random_images(cfg, batch, seed=1000 + batch)
+    images = inputs(cfg, batch)
     oracle, tol = parity.reference_outputs(cfg, weights, images)
     active = {r.label: r for r in runners if r.prepare()}
     result = run_rounds({label: lambda r=r: r.fn(images) for label, r in active.items()}, rounds,
@@ -113,6 +123,13 @@ def measure(runners: list[Runner], cfg: ViTConfig, weights: Mapping[str, np.ndar
         r = active[label]
         check = parity.compare(np.asarray(result.outputs[label], dtype=np.float32), oracle, tol)
         verdict = ("pass" if check.passed else "fail") if r.precision == "fp32" else "n/a"
+        cosine = clear = None
+        if r.precision in parity.REDUCED:
+            found = parity.agreement(np.asarray(result.outputs[label], np.float32),
+                                     oracle.astype(np.float32),
+                                     parity.REDUCED[r.precision].error_std)
+            cosine = float(found.cosine.min())
+            clear = float(found.top1[found.clear].mean()) if found.clear.any() else None
         records.append(Record(r.name, r.kind, r.precision, batch, seconds, check.max_abs_error,
-                              tol, check.top1_agreement, verdict, result.load))
+                              tol, check.top1_agreement, verdict, result.load, cosine, clear))
     return records

@@ -12,7 +12,7 @@ from .. import backends
 from ..backends._native import default_threads
 from ..bench import report
 from ..bench.peers import peer_runners
-from ..bench.sweep import measure, polyvit_runners
+from ..bench.sweep import inputs, measure, polyvit_runners
 from ..config import PRESETS
 from ..errors import BackendError
 from ..model import resolve_weights
@@ -132,7 +132,8 @@ def _main(argv: list[str] | None) -> int:
     runners = polyvit_runners(names, precisions, cfg, weights, threads)
     notes: list[str] = []
     if not args.no_peers:
-        peer, notes = peer_runners(precisions, cfg, weights, threads, include_costly=not args.quick)
+        peer, notes = peer_runners(precisions, cfg, weights, threads, include_costly=not args.quick,
+                                   calibration=inputs(cfg, 32))
         runners += peer
     budget = QUICK_BUDGET if args.quick else FULL_BUDGET
     print(f"vit-bench: {len(runners)} runners x batch {','.join(map(str, batches))}, "
