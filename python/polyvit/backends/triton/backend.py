@@ -39,6 +39,14 @@ def _interpreting() -> bool:
     return runtime.INTERPRET if runtime is not None else _interpret_requested()
 
 
+def _nvidia_driver_loaded() -> bool:
+    """False only where there is certainly no NVIDIA GPU: Linux without the NVIDIA kernel
+    driver. Elsewhere torch decides."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+
+
 def _interpreter_works() -> tuple[bool, str]:
     """Triton 3.6's interpreter calls int() on one-element arrays, an error since numpy 2.4
     (checked: 3.6 fails there, 3.9 runs; 3.7 and 3.8 not tried)."""
@@ -77,11 +85,14 @@ class TritonBackend(Backend):
                            "imported; set it before the first use of the backend")
         if _interpreting():
             return _interpreter_works()
+        no_gpu = (False, "no CUDA GPU for Triton's compiled kernels; set TRITON_INTERPRET=1 "
+                         "to run them on the CPU through Triton's interpreter (slow: tests)")
+        if not _nvidia_driver_loaded():
+            return no_gpu  # said without importing torch: available_backends() stays light
         import torch
 
         if not torch.cuda.is_available():
-            return False, ("no CUDA GPU for Triton's compiled kernels; set TRITON_INTERPRET=1 "
-                           "to run them on the CPU through Triton's interpreter (slow: tests)")
+            return no_gpu
         major, minor = torch.cuda.get_device_capability(0)
         if major < 8:
             return False, (f"CUDA device 0 has compute capability {major}.{minor}; the kernels "
