@@ -113,8 +113,6 @@ def wrap(fn, precision, device, compile_it=False):
 
 def runners(cfg, weights, device, precisions, compile_peers):
     """{label: callable} and {label: why it is missing}."""
-    import torch
-
     import polyvit
     from polyvit.bench import torch_peer
 
@@ -129,14 +127,13 @@ def runners(cfg, weights, device, precisions, compile_peers):
     for p in precisions:
         def triton_run(p=p):
             model = polyvit.load(weights, backend="triton", precision=p, config=cfg)
-            return lambda x: wrap(model.impl.run, "fp32", device)(x)
+            return wrap(model.impl.run, "fp32", device)
         add(f"polyvit triton {p}", triton_run)
     if device.type == "cuda":
         for p in precisions:
             def cuda_run(p=p):
                 model = polyvit.load(weights, backend="cuda", precision=p, config=cfg)
-                return lambda x: wrap(lambda y: model.impl.run(y, output="device"), "fp32",
-                                      device)(x)
+                return wrap(lambda y: model.impl.run(y, output="device"), "fp32", device)
             add(f"polyvit cuda {p}", cuda_run)
     peers = {"HF": ("transformers", lambda: hf_vit(cfg, weights, device)),
              "timm": ("timm", lambda: timm_vit(cfg, weights, device)),
@@ -149,7 +146,6 @@ def runners(cfg, weights, device, precisions, compile_peers):
             add(f"{name} eager {p}", lambda b=build, p=p: wrap(b(), p, device))
             if compile_peers:
                 add(f"{name} compile {p}", lambda b=build, p=p: wrap(b(), p, device, True))
-    del torch
     return found, missing
 
 

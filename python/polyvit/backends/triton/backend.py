@@ -30,7 +30,8 @@ INTERPRETER_LACKS = {"bf16": "Triton's interpreter has no bf16 arithmetic (numpy
 
 
 def _interpret_requested() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+    # the values Triton's own getenv_bool takes as true
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on")
 
 
 def _interpreting() -> bool:
@@ -115,11 +116,7 @@ class TritonBackend(Backend):
         import torch
 
         why = missing_cuda_device("triton", device, torch.cuda.device_count())
-        if why:
-            return False, why
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            return False, "triton bf16 needs a GPU with bf16 tensor cores (compute capability 8.0+)"
-        return True, ""
+        return (False, why) if why else (True, "")
 
     @classmethod
     def make_ops(cls, precision: str, device: str, cuda_graph: bool) -> "TritonOps":

@@ -49,7 +49,6 @@ GEMM_WEIGHTS = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc
 @dataclass
 class Plan:
     """The buffers of one batch size's forward (and its CUDA graph, when captured)."""
-    images: torch.Tensor    # (B, C, H, W) fp32: the graph's input
     tokens: torch.Tensor    # (B, T, D) fp32: the residual stream
     normed: torch.Tensor    # (B*T, D) compute dtype
     qkv: torch.Tensor       # (B*T, 3D) compute dtype
@@ -61,7 +60,8 @@ class Plan:
     logits: torch.Tensor    # (B, classes) fp32
     patches: torch.Tensor | None  # (B*N, D) fp32 x 2, with patch_norm_post only
     lock: threading.Lock = field(default_factory=threading.Lock)
-    graph: Any = None
+    graph: Any = None             # the CUDA graph, and its input buffer (B, C, H, W) fp32
+    images: torch.Tensor | None = None
 
 
 class TritonForward:
@@ -161,13 +161,14 @@ class TritonForward:
             return torch.empty(shape, dtype=dtype, device=dev)
 
         plan = Plan(
-            images=empty(batch, cfg.in_chans, cfg.image_size, cfg.image_size),
             tokens=empty(batch, n + 1, d), normed=empty(rows, d, dtype=cd),
             qkv=empty(rows, 3 * d, dtype=cd), attn=empty(rows, d, dtype=cd), mid=empty(rows, d),
             hidden=empty(rows, cfg.mlp_dim, dtype=cd), cls=empty(batch, d),
             features=empty(batch, d, dtype=cd), logits=empty(batch, cfg.num_classes),
             patches=(empty(batch * n, d), empty(batch * n, d)) if cfg.patch_norm_post else None)
         if self.cuda_graph:
+            plan.images = torch.zeros((batch, cfg.in_chans, cfg.image_size, cfg.image_size),
+                                      dtype=torch.float32, device=dev)
             self._capture(plan)
         return plan
 
@@ -175,7 +176,6 @@ class TritonForward:
         """Record the forward on plan.images as a CUDA graph. The warm-up run on a side stream
         autotunes every kernel for this shape first: autotuning times kernels, which cannot
         happen inside a capture."""
-        plan.images.zero_()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
