@@ -27,3 +27,12 @@ class ImageError(PolyvitError, ValueError):
 
 class BackendError(PolyvitError, RuntimeError):
     """A backend is unknown, unavailable on this machine, or does not offer a precision."""
+
+
+class DatasetError(PolyvitError, ValueError):
+    """A dataset is missing, empty, malformed or lacks the split asked for."""
+
+
+class TrainingError(PolyvitError, RuntimeError):
+    """Training cannot go on: a non-finite loss, an output folder that cannot be written, or a
+    checkpoint that does not belong to the run asked for."""
