@@ -12,8 +12,11 @@ def imagenet_classes() -> tuple[str, ...]:
     return tuple(line for line in text.splitlines() if line)
 
 
-def class_names(num_classes: int) -> tuple[str, ...]:
-    """Names for a head of num_classes outputs: ImageNet-1k's, or "class N" for other heads."""
+def class_names(num_classes: int, recorded: list[str] | None = None) -> tuple[str, ...]:
+    """Names for a head of num_classes outputs: the ones the checkpoint records (a model trained
+    by vit-train records its dataset's classes), else ImageNet-1k's, else "class N"."""
+    if recorded is not None and len(recorded) == num_classes:
+        return tuple(recorded)
     if num_classes == 1000:
         return imagenet_classes()
     return tuple(f"class {i}" for i in range(num_classes))

@@ -28,9 +28,11 @@ class Model:
     """
 
     def __init__(self, impl: Backend, weights_source: str, config: ViTConfig | None = None,
-                 weights: Mapping[str, np.ndarray] | None = None) -> None:
+                 weights: Mapping[str, np.ndarray] | None = None,
+                 labels: list[str] | None = None) -> None:
         self.impl = impl
         self.weights_source = weights_source
+        self.labels = labels  # class names the checkpoint records (polyvit files), else None
         self._config = config or impl.config
         self.feature_dim = impl.config.num_classes - self._config.num_classes
         self._weights = weights  # kept by features=True, for the op-by-op token path
@@ -39,6 +41,12 @@ class Model:
     @property
     def config(self) -> ViTConfig:
         return self._config
+
+    def class_names(self) -> tuple[str, ...]:
+        """The head's class names: recorded in the checkpoint, ImageNet-1k's, or "class N"."""
+        from .labels import class_names
+
+        return class_names(self.config.num_classes, self.labels)
 
     @property
     def backend(self) -> str:
@@ -118,18 +126,29 @@ def load(weights: str | os.PathLike | Mapping[str, np.ndarray] | None = None,
     backends.backend_class(backend).check_arguments(precision, options)
     backends.require(backend)
     cfg, tensors, source = resolve_weights(weights, config, num_heads, image_size)
-    return build(backend, cfg, tensors, source, precision, features, **options)
+    return build(backend, cfg, tensors, source, precision, features,
+                 labels=recorded_labels(weights), **options)
+
+
+def recorded_labels(weights: Any) -> list[str] | None:
+    """The class names a polyvit weights file records, or None (other inputs record none)."""
+    if not isinstance(weights, (str, os.PathLike)):
+        return None
+    from .weights import labels_of
+
+    return labels_of(weights)
 
 
 def build(backend: str, cfg: ViTConfig, tensors: Mapping[str, np.ndarray], source: str,
-          precision: str = "fp32", features: bool = False, **options: Any) -> Model:
+          precision: str = "fp32", features: bool = False, labels: list[str] | None = None,
+          **options: Any) -> Model:
     """A Model from resolved weights (resolve_weights), with the feature head if asked."""
     cls = backends.require(backend)
     if features:
         wide_cfg, wide = with_feature_head(cfg, tensors)
         return Model(cls(wide_cfg, wide, precision, **options), source, config=cfg,
-                     weights=tensors)
-    return Model(cls(cfg, tensors, precision, **options), source)
+                     weights=tensors, labels=labels)
+    return Model(cls(cfg, tensors, precision, **options), source, labels=labels)
 
 
 def with_feature_head(cfg: ViTConfig, tensors: Mapping[str, np.ndarray]

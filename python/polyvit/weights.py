@@ -6,6 +6,7 @@ weights/README.md is the human-readable spec of this module.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -94,8 +95,13 @@ def as_float32(weights: Mapping[str, np.ndarray]) -> Weights:
 # ---- reading and writing ---------------------------------------------------------------------
 
 def save(path: str | os.PathLike, cfg: ViTConfig, weights: Mapping[str, np.ndarray],
-         dtype: str = "fp32", source: str | None = None) -> Path:
-    """Write weights in the shared format, atomically (a temp file renamed into place)."""
+         dtype: str = "fp32", source: str | None = None, labels: list[str] | None = None,
+         extra: Mapping[str, str] | None = None) -> Path:
+    """Write weights in the shared format, atomically (a temp file renamed into place).
+
+    labels: the class names of the head, in index order (vit-run prints them; a model trained
+    by vit-train records its dataset's classes). extra: more metadata strings (vit-train stores
+    its recipe as "train_config")."""
     from safetensors.numpy import save_file
 
     if dtype not in STORAGE_DTYPES:
@@ -105,6 +111,14 @@ def save(path: str | os.PathLike, cfg: ViTConfig, weights: Mapping[str, np.ndarr
     metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": cfg.to_json()}
     if source:
         metadata["source"] = source
+    if labels is not None:
+        if len(labels) != cfg.num_classes:
+            raise WeightsError(f"{len(labels)} labels for a head of {cfg.num_classes} classes")
+        metadata["labels"] = json.dumps(list(map(str, labels)))
+    reserved = set(metadata) & set(extra or {})
+    if reserved:
+        raise WeightsError(f"metadata keys {sorted(reserved)} are the format's own")
+    metadata.update(extra or {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -163,6 +177,35 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, str], Weights]:
     except (OSError, ValueError) as exc:
         raise WeightsError(f"{path}: cannot read tensors ({exc}); the file may be corrupt") from None
     return metadata, tensors
+
+
+def stored_labels(metadata: Mapping[str, str]) -> list[str] | None:
+    """The class names a polyvit file records for its head, or None when it records none."""
+    text = metadata.get("labels")
+    if text is None:
+        return None
+    try:
+        labels = json.loads(text)
+    except json.JSONDecodeError:
+        labels = None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise WeightsError("the file's 'labels' metadata is not a JSON list of class names")
+    return labels
+
+
+def labels_of(path: str | os.PathLike) -> list[str] | None:
+    """The class names recorded in a polyvit .safetensors file (None for any other checkpoint)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = dict(f.metadata() or {})
+    except (SafetensorError, OSError):
+        return None
+    return stored_labels(metadata) if is_polyvit_file(metadata) else None
 
 
 def is_polyvit_file(metadata: Mapping[str, str]) -> bool:

@@ -19,7 +19,7 @@ from ..inference.inputs import InputError, walk_images
 from ..inference.pipeline import probabilities
 from ..labels import class_names, sample_image_path
 from ..inference.output import check_writable
-from ..model import Model, build, resolve_weights
+from ..model import Model, build, recorded_labels, resolve_weights
 from ..preprocessing import preprocess
 from .common import add_model_arguments, backend_options, positive_int, run_main
 
@@ -127,9 +127,9 @@ def run_one(args: argparse.Namespace, paths: list[str], crops: str) -> int:
             raise ValueError("--attention draws one image's maps: give exactly one image, "
                              "without --five-crop")
     model = build(args.backend, cfg, tensors, source, args.precision, bool(args.features),
-                  **options)
+                  labels=recorded_labels(args.weights), **options)
     _note_untrained(args)
-    names = class_names(cfg.num_classes)
+    names = model.class_names()
     n_crops = 5 if crops == "five" else 1
     results, errors, seconds, count = [], [], 0.0, 0
     features: list[np.ndarray] = []
@@ -233,7 +233,7 @@ def run_all(args: argparse.Namespace, paths: list[str], crops: str) -> int:
             "ms_per_image": 1000 * seconds / len(image_names)})
 
     n_crops = 5 if crops == "five" else 1
-    names = class_names(cfg.num_classes)
+    names = class_names(cfg.num_classes, recorded_labels(args.weights))
     results = [{"image": n, "topk": topk_entries(p, args.topk, names)}
                for n, p in zip(image_names, probabilities(oracle, n_crops))]
     if args.json:

@@ -217,7 +217,8 @@ def classify(model: Any, decoded: Iterable[tuple[str, np.ndarray | None, str]], 
     """Decoded items -> lists of rows in input order, one model call per `batch_size` images;
     an error row waits for the batch it sits in, so the order is kept."""
     stats = stats if stats is not None else Stats()
-    labels = class_names(model.config.num_classes)
+    labels = model.class_names() if hasattr(model, "class_names") \
+        else class_names(model.config.num_classes)
     items: list[tuple[str, np.ndarray | None, str]] = []
     good = 0
     for item in decoded:

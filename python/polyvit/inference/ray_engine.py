@@ -23,7 +23,6 @@ import numpy as np
 from ..backends._native import cores
 from ..config import ViTConfig
 from ..errors import PolyvitError
-from ..labels import class_names
 from ..preprocessing import normalize, prepare
 from .pipeline import Stats, classify_batch, decode_chunk, error_kind
 from .output import arrow_table
@@ -132,7 +131,7 @@ class Classifier:
                                   num_heads=num_heads, features=features,
                                   image_size=image_size, **options)
         self.topk, self.features, self.crops = topk, features, 5 if crops == "five" else 1
-        self.labels = class_names(self.model.config.num_classes)
+        self.labels = self.model.class_names()
 
     def __call__(self, batch: dict[str, np.ndarray]):
         """A numpy batch {pos, path, image, error} -> a pyarrow table of rows (pos first)."""
