@@ -164,6 +164,10 @@ PRESETS: dict[str, ViTConfig] = {c.name: c for c in (
     # The ViT-S/32 ImageNet-1k checkpoint of github.com/miguelmartin75/vit (vit/pt.py, class ViT).
     _vit("vit_small_patch32_224_seed", 32, 384, 12, 6, ln_eps=1e-5, qkv_bias=False,
          patch_norm_pre=True, patch_norm_post=True, preprocessing=SQUASH_BILINEAR),
+    # The model vit-train trains on scikit-learn's digits by default (weights/vit_digits.safetensors):
+    # the 8x8 digits scaled to 16x16, 16 patches of 4x4, 10 classes.
+    ViTConfig(name="vit_digits", image_size=16, patch_size=4, embed_dim=64, depth=4, num_heads=4,
+              mlp_dim=256, num_classes=10, preprocessing=SQUASH_BILINEAR),
     # A very small member for fast tests: 17 tokens, head dim 16, 10 classes.
     ViTConfig(name="vit_test", image_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3,
               mlp_dim=192, num_classes=10),
