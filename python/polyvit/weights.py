@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from .config import ViTConfig
 from .errors import ConfigError, WeightsError, WeightsNotFoundError
+from .files import atomic_path
 
 FORMAT_NAME = "polyvit"
 FORMAT_VERSION = "1"
@@ -121,19 +121,13 @@ def save(path: str | os.PathLike, cfg: ViTConfig, weights: Mapping[str, np.ndarr
     metadata.update(extra or {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if dtype == "bf16":
-            _save_bf16(tmp, {k: weights[k] for k in shapes}, metadata)
+            _save_bf16(str(tmp), {k: weights[k] for k in shapes}, metadata)
         else:
             tensors = {k: np.ascontiguousarray(weights[k], dtype=STORAGE_DTYPES[dtype])
                        for k in shapes}
-            save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 

@@ -13,28 +13,20 @@ the write leaves the previous checkpoint whole.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import TrainingError
+from ..files import atomic_path
 
 FORMAT = "polyvit-train-1"
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    state = {"format": FORMAT, **state}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
 
 
 def load(path: Path) -> dict[str, Any]:
