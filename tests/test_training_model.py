@@ -122,3 +122,17 @@ def test_config_round_trips_through_json() -> None:
     cfg, _ = TrainConfig().override(["lr=0.01", "mixup=0.8", "tensorboard=false"])
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert "lr" in cfg.differences(TrainConfig())
+
+
+def test_bf16_autocast_on_the_cpu_stays_close_to_fp32() -> None:
+    """Under CPU bf16 autocast the attention is written out (faster there than torch's SDPA);
+    its logits stay within bf16's rounding of the fp32 ones."""
+    cfg = CONFIGS["vit_digits"]
+    model = TrainableViT.from_weights(cfg, random_weights(cfg, 4)).eval()
+    x = torch.from_numpy(parity.random_images(cfg, 8))
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x).float()
+    cosine = torch.nn.functional.cosine_similarity(ref, low, dim=-1)
+    assert cosine.min() > 0.999 and torch.equal(ref.argmax(-1), low.argmax(-1))

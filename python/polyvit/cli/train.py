@@ -43,7 +43,7 @@ def _main(argv: list[str] | None) -> int:
     from ..training.config import TrainConfig
     from ..training.trainer import train
 
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)  # key=value may come before or after options
     overrides = list(args.overrides)
     if args.resume:
         if args.out and args.out != args.resume:

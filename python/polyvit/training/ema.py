@@ -23,7 +23,9 @@ class WeightAverage:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for k, v in model.state_dict().items():
             if v.dtype.is_floating_point:
-                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+                # shadow + (1 - d) (v - shadow): exact where v equals the shadow (a frozen
+                # weight stays bit for bit what it was, as d*x + (1-d)*x would not)
+                self.shadow[k].lerp_(v.detach().float(), 1 - d)
             else:
                 self.shadow[k].copy_(v)
 

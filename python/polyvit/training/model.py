@@ -82,8 +82,15 @@ class Attention(nn.Module):
         # qkv rows are q | k | v, each head-major: the packing reference.attention unpacks
         q, k, v = self.qkv(x).reshape(b, t, 3, self.num_heads, d // self.num_heads) \
             .permute(2, 0, 3, 1, 4)                                   # each (B, H, T, hd)
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0)  # (B, H, T, hd)
+        p = self.attn_drop if self.training else 0.0
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # bf16 autocast on a CPU: torch's SDPA kernel is slower than the three ops written
+            # out (a ViT-S/32 training step: 1.13 s vs 0.89 s, benchmarks/bench_train.py)
+            probs = F.dropout(torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5,
+                                            dim=-1), p)
+            out = probs @ v
+        else:  # flash or memory-efficient kernels where the device has them
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, T, hd)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, t, d)))
 
 

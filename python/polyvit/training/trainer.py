@@ -355,8 +355,10 @@ class Run:
         sums = np.asarray(d.sum(sums.tolist()))
         n = len(data)
         per_class = sums[2:2 + c] / np.maximum(sums[2 + c:], 1)
-        return {"loss": sums[0] / n, "top1": sums[2:2 + c].sum() / n, "top5": sums[1] / n,
-                "n": n, "per_class": {name: float(a) for name, a in zip(self.classes, per_class)}}
+        # python floats: last.pt's history is read back with torch.load(weights_only=True)
+        return {"loss": float(sums[0] / n), "top1": float(sums[2:2 + c].sum() / n),
+                "top5": float(sums[1] / n), "n": n,
+                "per_class": {name: float(a) for name, a in zip(self.classes, per_class)}}
 
     # ---- the loop ----
 
