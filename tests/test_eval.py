@@ -142,3 +142,18 @@ def test_vit_eval_bad_input_is_one_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "polyvit.cli.eval", str(WEIGHTS), "--data",
                         str(tmp_path / "nothing")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "vit-eval: error:" in r.stderr
+
+
+def test_the_readme_first_command_reads_the_four_digits_right() -> None:
+    """README step 1 classifies weights/digits/ with the trained model on cpp: each file's
+    digit (in its name) must be the top-1 class."""
+    folder = WEIGHTS.parent / "digits"
+    r = subprocess.run([sys.executable, "-m", "polyvit.cli.run", str(folder), "--weights",
+                        str(WEIGHTS), "--backend", "cpp", "--topk", "2", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout)["results"]
+    assert len(results) == 4
+    for result in results:
+        digit = Path(result["image"]).stem.split("_")[1]
+        assert result["topk"][0]["label"] == digit, result
