@@ -351,3 +351,15 @@ def test_torch_compile_trains_the_same_model(tmp_path: Path) -> None:
     eager, compiled = (np.array(checkpoint.load(o / "last.pt")["losses"]) for o in runs.values())
     assert len(compiled) == 4
     np.testing.assert_allclose(compiled, eager, rtol=1e-4)
+
+
+def test_wandb_without_the_package_is_refused_before_work(tmp_path: Path) -> None:
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("wandb is installed here: wandb=true would log a real run")
+    with pytest.raises(ConfigError, match="wandb=true needs the wandb package"):
+        train(config("wandb=true", *SMALL), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
