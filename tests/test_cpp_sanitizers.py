@@ -1,7 +1,8 @@
 """The C++ backend built with AddressSanitizer and UndefinedBehaviorSanitizer
 (-DPOLYVIT_SANITIZE=ON): the op-level shapes of tests/test_ops.py on every kernel set this CPU
-runs (fp32), the ops in bf16 and int8 on shapes with tails, and full forward passes (vit_test,
-an odd-sized config, ViT-S/32; fp32, bf16, int8) through more batch sizes than the model keeps,
+runs (fp32), the ops in bf16 and, on every kernel set, int8 on shapes with tails, and full
+forward passes (vit_test, an odd-sized config, ViT-S/32; fp32, bf16, int8, and int8 with each
+other kernel set's tiles on the small configs) through more batch sizes than the model keeps,
 in a subprocess with the sanitizer runtime preloaded. It must exit cleanly with no report, and
 its outputs must pass the op rules and the fp32 parity rule against the float64 reference
 computed here.
@@ -104,9 +105,10 @@ def cases() -> dict[str, tuple]:
     "linear_packed" (a Linear), with its keyword options (isa, precision)."""
     isas = _cpu.isas().split()
     result: dict[str, tuple] = {}
-    reduced = [p for p, f in (("bf16", "avx512_bf16"), ("int8", "avx512_vnni"))
-               if _cpu.cpu_has(f)]
-    for isa, precision in [(isa, "fp32") for isa in isas] + [("auto", p) for p in reduced]:
+    bf16 = ["bf16"] if _cpu.cpu_has("avx512_bf16") else []
+    reduced = bf16 + ["int8"]  # int8 runs with every kernel set (vpdpbusd, AVX2, portable)
+    for isa, precision in ([(isa, "fp32") for isa in isas] + [("auto", p) for p in bf16]
+                           + [(isa, "int8") for isa in isas]):
         where = f"{isa}/{precision}"
         options = {"isa": isa, "precision": precision}
         # the reduced precisions on the shapes with tails only (the full ones take long here),
@@ -149,6 +151,10 @@ def cases() -> dict[str, tuple]:
         for precision in ["fp32"] + reduced if small else ["fp32"]:
             result[f"forward/{name}/{precision}"] = ("forward", {
                 "isa": "auto", "precision": precision, "batches": batches},
+                (config_fields(cfg), weights, images))
+        for isa in isas[1:] if small else []:  # the int8 tiles auto does not pick
+            result[f"forward/{name}/int8/{isa}"] = ("forward", {
+                "isa": isa, "precision": "int8", "batches": batches},
                 (config_fields(cfg), weights, images))
     for precision in reduced:  # the benchmarks' packed layer
         rng = np.random.default_rng(3)

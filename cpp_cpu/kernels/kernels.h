@@ -85,7 +85,7 @@ struct Kernels {
                     int form);
 };
 
-// Reduced-precision kernels exist only for the instruction sets that have the dot products.
+// bf16 kernels exist only for the instruction set that has its dot products (AVX512_BF16).
 struct KernelsBf16 {
   int nr;
   void (*linear)(const GemmBf16&, int m0, int m1, int p0, int p1);
@@ -99,10 +99,14 @@ struct KernelsBf16 {
   int attention_block;
 };
 
+// int8 kernels exist for every fp32 set: vpdpbusd (avx512_vnni), its exact AVX2 equivalent and
+// portable C++, all giving the same int32 sums and the same fp32 epilogue arithmetic.
 struct KernelsInt8 {
+  const char* isa;  // "avx512_vnni", "avx2" or "generic"
   int nr;
   void (*linear)(const GemmInt8&, int m0, int m1, int p0, int p1);
-  // per-row asymmetric u8 quantisation of x (rows, c) into q (rows, cp), zero-padded
+  // per-row asymmetric u8 quantisation of x (rows, c) into q (rows, cp); the padding columns
+  // hold the zero point (the quantised 0)
   void (*quantize)(const float* x, long ldx, uint8_t* q, long ldq, float* scale,
                    int32_t* zero, int rows, int c, int cp);
 };
@@ -124,9 +128,17 @@ inline long attention_scratch(int block, int tp, int hd) {
   void attention_rows(const Attention&, int, int, float*);                                   \
   void bias_gelu(const float*, float*, long, int, int, const float*, int);                   \
   }
+#define POLYVIT_DECLARE_INT8_KERNELS(ns)                                                     \
+  namespace ns {                                                                             \
+  extern const int linear_int8_nr;                                                           \
+  void linear_int8(const GemmInt8&, int, int, int, int);                                     \
+  void quantize(const float*, long, uint8_t*, long, float*, int32_t*, int, int, int);        \
+  }
 POLYVIT_DECLARE_KERNELS(generic)
+POLYVIT_DECLARE_INT8_KERNELS(generic)
 #if defined(POLYVIT_X86)
 POLYVIT_DECLARE_KERNELS(avx2)
+POLYVIT_DECLARE_INT8_KERNELS(avx2)
 POLYVIT_DECLARE_KERNELS(avx512)
 namespace avx512_bf16 {
 extern const int linear_bf16_nr;
@@ -138,19 +150,19 @@ extern const int attention_bf16_block;
 void attention_bf16_keys(const Attention&, int, int);
 void attention_bf16_rows(const Attention&, int, int, float*);
 }  // namespace avx512_bf16
-namespace avx512_vnni {
-extern const int linear_int8_nr;
-void linear_int8(const GemmInt8&, int, int, int, int);
-void quantize(const float*, long, uint8_t*, long, float*, int32_t*, int, int, int);
-}  // namespace avx512_vnni
+POLYVIT_DECLARE_INT8_KERNELS(avx512_vnni)
 #endif
 #undef POLYVIT_DECLARE_KERNELS
+#undef POLYVIT_DECLARE_INT8_KERNELS
 
 // The kernels for an ISA name ("auto", "avx512", "avx2", "generic"), or nullptr with the
 // reason in *why when this CPU cannot run it.
 const Kernels* kernels_for(const char* isa, const char** why);
 const KernelsBf16* kernels_bf16(const char** why);
-const KernelsInt8* kernels_int8(const char** why);
+// The int8 kernels to run beside the fp32 set f32 (never null: every set has them): the VNNI
+// ones with avx512 on a CPU with AVX512_VNNI, else the AVX2 ones with avx512 or avx2, else the
+// portable ones.
+const KernelsInt8* kernels_int8(const Kernels& f32);
 // "avx512 avx2 generic": the ISAs this CPU runs, best first
 const char* cpu_isas();
 bool cpu_has(const char* feature);

@@ -3,7 +3,8 @@
 //
 // Activations are u8 per row with a zero point, a = sa (q - za); weights s8 per output column,
 // w = sw q. The dot product sum_k (qa - za) qw = sum_k qa qw - za sum_k qw is exact in int32
-// (K * 255 * 127 < 2^31 for K < 66000), then scaled once by sa * sw. AVX512_VNNI only.
+// (K * 255 * 127 < 2^31 for K < 66000), then scaled once by sa * sw. AVX512_VNNI only; CPUs
+// without it run linear_int8_avx2.cpp or linear_int8_generic.cpp, which give the same sums.
 #include "epilogue.h"
 #include "linear_tile.h"
 #include "kernels.h"

@@ -10,7 +10,11 @@ namespace {
   Kernels{#ns, ns::linear_f32_nr, ns::linear_f32, ns::layernorm, ns::attention_keys,         \
           ns::attention_rows, ns::attention_block, ns::bias_gelu}
 
+#define POLYVIT_INT8_KERNELS(ns) \
+  KernelsInt8{#ns, ns::linear_int8_nr, ns::linear_int8, ns::quantize}
+
 const Kernels kGeneric = POLYVIT_KERNELS(generic);
+const KernelsInt8 kInt8Generic = POLYVIT_INT8_KERNELS(generic);
 #if defined(POLYVIT_X86)
 const Kernels kAvx2 = POLYVIT_KERNELS(avx2);
 const Kernels kAvx512 = POLYVIT_KERNELS(avx512);
@@ -18,8 +22,8 @@ const KernelsBf16 kBf16{avx512_bf16::linear_bf16_nr,       avx512_bf16::linear_b
                         avx512_bf16::to_bf16,              avx512_bf16::layernorm_bf16,
                         avx512_bf16::attention_bf16_keys,  avx512_bf16::attention_bf16_rows,
                         avx512_bf16::attention_bf16_block};
-const KernelsInt8 kInt8{avx512_vnni::linear_int8_nr, avx512_vnni::linear_int8,
-                        avx512_vnni::quantize};
+const KernelsInt8 kInt8Avx2 = POLYVIT_INT8_KERNELS(avx2);
+const KernelsInt8 kInt8Vnni = POLYVIT_INT8_KERNELS(avx512_vnni);
 #endif
 
 bool has_avx2() {
@@ -110,14 +114,14 @@ const KernelsBf16* kernels_bf16(const char** why) {
   return nullptr;
 }
 
-const KernelsInt8* kernels_int8(const char** why) {
-  *why = nullptr;
+const KernelsInt8* kernels_int8(const Kernels& f32) {
 #if defined(POLYVIT_X86)
-  if (has_vnni()) return &kInt8;
+  // An AVX-512 CPU without VNNI (Skylake-SP/X; VNNI came with Cascade Lake) still has AVX2:
+  // its int8 runs the AVX2 tiles, which compute the same sums, beside the avx512 fp32 kernels.
+  if (!std::strcmp(f32.isa, "avx512")) return has_vnni() ? &kInt8Vnni : &kInt8Avx2;
+  if (!std::strcmp(f32.isa, "avx2")) return &kInt8Avx2;
 #endif
-  *why = "int8 needs a CPU with AVX512_VNNI (vpdpbusd), e.g. AMD Zen 4 or Intel Ice Lake and "
-         "later; this CPU lacks it: use precision='fp32'";
-  return nullptr;
+  return &kInt8Generic;
 }
 
 }  // namespace polyvit::cpu

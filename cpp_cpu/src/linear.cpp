@@ -11,11 +11,13 @@ Engine engine_for(Precision precision, const std::string& isa) {
   Engine e;
   const char* why = nullptr;
   if (!(e.f32 = kernels_for(isa.c_str(), &why))) throw Unsupported("isa '" + isa + "': " + why);
-  if (precision == Precision::BF16 && !(e.bf16 = kernels_bf16(&why))) throw Unsupported(why);
-  if (precision == Precision::INT8 && !(e.int8 = kernels_int8(&why))) throw Unsupported(why);
-  if (precision != Precision::F32 && std::string(e.f32->isa) != "avx512")
-    throw Unsupported("bf16 and int8 run with the avx512 kernels; isa '" + isa + "' selects '" +
-                      std::string(e.f32->isa) + "': use isa='auto' or 'avx512'");
+  if (precision == Precision::BF16) {
+    if (!(e.bf16 = kernels_bf16(&why))) throw Unsupported(why);
+    if (std::string(e.f32->isa) != "avx512")
+      throw Unsupported("bf16 runs with the avx512 kernels; isa '" + isa + "' selects '" +
+                        std::string(e.f32->isa) + "': use isa='auto' or 'avx512'");
+  }
+  if (precision == Precision::INT8) e.int8 = kernels_int8(*e.f32);
   return e;
 }
 

@@ -29,8 +29,8 @@ struct Engine {
 };
 
 // The kernels for `precision` with the fp32 kernel set named by isa ("auto", "avx512",
-// "avx2", "generic"); Unsupported naming what this CPU lacks. bf16 and int8 run only with the
-// avx512 set (their kernels need AVX-512 anyway).
+// "avx2", "generic"); Unsupported naming what this CPU lacks. bf16 runs only with the avx512
+// set (its kernels need AVX512_BF16); int8 with every set (kernels_int8 picks its tiles).
 Engine engine_for(Precision precision, const std::string& isa);
 
 // Scratch for the reduced-precision A operand: (rows, kp) of the layer's kind.

@@ -63,6 +63,8 @@ class Model {
                float* maps = nullptr);
   int threads() const { return threads_; }
   const char* isa() const { return engine_.f32->isa; }
+  // The int8 kernel set ("avx512_vnni", "avx2", "generic") of an int8 model, else nullptr.
+  const char* int8_isa() const { return engine_.int8 ? engine_.int8->isa : nullptr; }
   // The batch sizes whose workspaces are kept, least recently used first.
   std::vector<int> cached_batch_sizes();
   void clear_cache();

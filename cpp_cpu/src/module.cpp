@@ -505,6 +505,13 @@ PYBIND11_MODULE(_cpu, m) {
            "drop every kept workspace")
       .def_property_readonly("threads", [](const PyModel& s) { return s.model->threads(); })
       .def_property_readonly("isa", [](const PyModel& s) { return std::string(s.model->isa()); })
+      .def_property_readonly(
+          "int8_isa",
+          [](const PyModel& s) -> py::object {
+            const char* isa = s.model->int8_isa();
+            return isa ? py::object(py::str(isa)) : py::object(py::none());
+          },
+          "the int8 kernels (avx512_vnni, avx2 or generic) of an int8 model, else None")
       .def_readonly("precision", &PyModel::precision);
 
   py::class_<PyLinear>(m, "Linear")

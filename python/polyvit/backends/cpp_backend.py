@@ -1,9 +1,10 @@
 """Backend "cpp": the C++ CPU forward pass of polyvit._cpu (cpp_cpu/, hand-written SIMD kernels).
 
 fp32 is the parity precision; bf16 (AVX512_BF16 dot products, fp32 accumulation) and int8
-(weights per output channel, activations per token, AVX512_VNNI) trade accuracy for speed. The
-native side receives the config as config_fields(cfg) and the weights by their names, and
-checks each tensor where it takes it. The extension is imported lazily.
+(weights per output channel, activations per token; AVX512_VNNI, else the same int32 sums from
+AVX2 or portable code) trade accuracy for speed. The native side receives the config as
+config_fields(cfg) and the weights by their names, and checks each tensor where it takes it.
+The extension is imported lazily.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from . import _native
 from .base import THREADS, Backend, Ops, choice_option
 
 ISAS = ("auto", "avx512", "avx2", "generic")
-NEEDS = {"bf16": "avx512_bf16", "int8": "avx512_vnni"}  # CPU feature each precision needs
+NEEDS = {"bf16": "avx512_bf16"}  # the CPU feature a precision needs (int8 runs on every set)
 
 
 def _cpu():
@@ -32,7 +33,7 @@ class CppBackend(Backend):
     precisions = ("fp32", "bf16", "int8")
     option_specs = (THREADS, choice_option(
         "isa", ISAS, "auto", "the kernel set that runs: auto picks the best this CPU has; "
-        "bf16 and int8 need avx512 (tests and benchmarks force one)"))
+        "bf16 needs avx512 (tests and benchmarks force one)"))
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -59,7 +60,7 @@ class CppBackend(Backend):
         if feature and isa not in ("auto", "avx512"):
             return False, (f"precision {precision!r} runs with the avx512 kernels, not "
                            f"isa={isa!r}; use isa='auto' or 'avx512'")
-        return True, ""
+        return True, ""  # int8: vpdpbusd with AVX512_VNNI, else exact AVX2 or portable tiles
 
     @classmethod
     def make_ops(cls, precision: str, threads: int, isa: str) -> "CppOps":
@@ -80,6 +81,12 @@ class CppBackend(Backend):
     def isa(self) -> str:
         """The kernel set in use (what isa='auto' picked)."""
         return self._model.isa
+
+    @property
+    def int8_isa(self) -> str | None:
+        """The int8 GEMM kernels of an int8 model: avx512_vnni (with isa avx512 on a CPU that has
+        it), avx2 (isa avx2, or avx512 without VNNI) or generic; None in fp32 and bf16."""
+        return self._model.int8_isa
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         return self._model.forward(images)
