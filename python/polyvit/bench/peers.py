@@ -113,6 +113,7 @@ class OnnxExport:
         """The export quantized by ONNX Runtime's post-training static quantization: QDQ format,
         int8 weights per output channel, uint8 activations with scales calibrated on
         `calibration` (one image per calibration step), made once."""
+        source = self.path()  # exported first: an int8-only run has not exported it yet
         quantized = self._file("-int8-qdq")
         if not os.path.exists(quantized):
             from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
@@ -121,7 +122,7 @@ class OnnxExport:
 
             import onnx
 
-            name = onnx.load(self.path(), load_external_data=False).graph.input[0].name
+            name = onnx.load(source, load_external_data=False).graph.input[0].name
 
             class Images(CalibrationDataReader):
                 def __init__(self) -> None:
@@ -132,7 +133,7 @@ class OnnxExport:
 
             prepared = self._file("-prepared")
             with _quiet():
-                quant_pre_process(self.path(), prepared)
+                quant_pre_process(source, prepared)
                 quantize_static(prepared, quantized, Images(), quant_format=QuantFormat.QDQ,
                                 per_channel=True, activation_type=QuantType.QUInt8,
                                 weight_type=QuantType.QInt8)
