@@ -22,6 +22,7 @@ import numpy as np
 
 from .datasets import LabelledImages
 from .errors import DatasetError, ImageError
+from .inference.pipeline import probabilities, softmax  # noqa: F401 (softmax: for callers)
 from .preprocessing import preprocess
 
 
@@ -35,12 +36,6 @@ def check_classes(model: Any, data: LabelledImages) -> None:
     if recorded is not None and list(recorded) != list(data.classes):
         raise DatasetError(f"the model's classes {recorded[:5]}... differ from the dataset's "
                            f"{data.classes[:5]}... (names or order)")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _decoded(data: LabelledImages, cfg, crops: str, batch_size: int, workers: int,
@@ -94,7 +89,7 @@ def evaluate(model: Any, data: LabelledImages, crops: str = "center", batch_size
         t0 = time.perf_counter()
         logits = model(x.reshape(-1, *x.shape[-3:]))
         model_seconds += time.perf_counter() - t0
-        probs = softmax(logits).reshape(len(y), views, c).mean(axis=1)
+        probs = probabilities(logits, views)
         top = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
         hits5 += int((top == y[:, None]).any(axis=1).sum())
         np.add.at(hits1, y, top[:, 0] == y)
