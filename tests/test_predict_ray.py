@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -89,3 +90,77 @@ def test_more_actors_than_the_cluster_can_hold_is_refused_not_a_hang(cluster, fo
     job = Job(weights=tiny_weights, backend="cpp")
     with pytest.raises(RayError, match="--ray-actors 3 or fewer"):
         next(job.run_ray(expand_inputs([str(folder)]), actors=4))
+
+
+# ---- vit-eval --engine ray -------------------------------------------------------------------------
+
+def assert_same_report(got: dict, want: dict) -> None:
+    """The counts are the same images scored the same way: equal; the loss is a float sum."""
+    for key in ("n", "skipped", "top1", "top5", "per_class", "backend", "precision", "crops"):
+        assert got[key] == want[key], key
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-12)
+    assert sorted(got["skipped_items"]) == sorted(want["skipped_items"])
+
+
+@pytest.mark.parametrize("precision,crops", [("int8", "center"), ("fp32", "five")])
+def test_eval_on_ray_scores_a_dataset_of_arrays_as_the_local_engine(cluster, precision, crops):
+    """digits: the items are one uint8 array, shipped to the decode tasks as tensor columns."""
+    pytest.importorskip("sklearn", reason="the digits dataset is scikit-learn's")
+    from polyvit.datasets import open_dataset
+    from polyvit.evaluation import evaluate, evaluate_ray
+    from test_eval import WEIGHTS
+
+    data = open_dataset("digits", "test")
+    local = evaluate(polyvit.load(WEIGHTS, backend="cpp", precision=precision), data,
+                     crops=crops)
+    remote = evaluate_ray(str(WEIGHTS), data, backend="cpp", precision=precision, crops=crops,
+                          batch_size=50, actors=2)
+    assert remote["engine"] == "ray" and remote["actors"] == 2
+    assert local["n"] == 360
+    # five crops of a 16 px digit at 1.5x cut the digit: the model is not made for them, but
+    # both engines must still agree on every count
+    assert local["top1"] >= (0.97 if crops == "center" else 0.3)
+    assert_same_report(remote, local)
+
+
+def test_eval_on_ray_skips_and_counts_unreadable_files_as_the_local_engine(cluster, tmp_path):
+    pytest.importorskip("sklearn", reason="the digits dataset is scikit-learn's")
+    from polyvit.datasets import open_dataset
+    from polyvit.evaluation import evaluate, evaluate_ray
+    from test_eval import WEIGHTS, write_digit_folder
+
+    write_digit_folder(tmp_path, [str(c) for c in range(10)])
+    (tmp_path / "test" / "3" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "test" / "7" / "empty.png").write_bytes(b"")
+    data = open_dataset(tmp_path, "test")
+    local = evaluate(polyvit.load(WEIGHTS, backend="cpp"), data)
+    remote = evaluate_ray(str(WEIGHTS), data, backend="cpp", batch_size=7)
+    assert local["n"] == 40 and local["skipped"] == 2
+    assert_same_report(remote, local)
+
+
+def test_vit_eval_engine_ray_prints_the_local_report(cluster, tmp_path):
+    pytest.importorskip("sklearn", reason="the digits dataset is scikit-learn's")
+    from polyvit.cli import eval as eval_cli
+    from test_eval import WEIGHTS
+
+    reports = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.json"
+        assert eval_cli.main([str(WEIGHTS), "--data", "digits", "--backend", "cpp", "--engine",
+                              engine, "--out", str(out), "--json"]) == 0
+        reports[engine] = json.loads(out.read_text())
+    assert_same_report(reports["ray"], reports["local"])
+    assert reports["ray"]["config"] == reports["local"]["config"] == "vit_digits"
+
+
+def test_vit_eval_an_unreachable_ray_address_is_a_clear_error_within_seconds():
+    pytest.importorskip("sklearn", reason="the digits dataset is scikit-learn's")
+    from test_eval import WEIGHTS
+
+    start = time.monotonic()
+    done = run("vit-eval", str(WEIGHTS), "--data", "digits", "--engine", "ray",
+               "--ray-address", "127.0.0.1:9", timeout=60)
+    assert time.monotonic() - start < 30
+    assert done.returncode == 1 and "cannot reach a Ray cluster at 127.0.0.1:9" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -65,3 +65,14 @@ def add_model_arguments(p, weights_option: bool = True) -> None:
     p.add_argument("--image-size", type=positive_int,
                    help="run at this image size (a multiple of the patch size; the position "
                         "embedding is resampled bicubically)")
+
+
+def add_engine_arguments(p) -> None:
+    """--engine local|ray and the Ray cluster's options (vit-predict, vit-eval)."""
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default): this machine; ray: Ray Data, on the cluster at "
+                        "--ray-address / RAY_ADDRESS or a new local one")
+    p.add_argument("--ray-address", help="Ray cluster address (host:port, ray://host:port or "
+                                         "auto); default RAY_ADDRESS, else a new local cluster")
+    p.add_argument("--ray-actors", type=positive_int, default=1,
+                   help="model actors with --engine ray (default 1)")

@@ -3,6 +3,7 @@
     vit-eval weights/vit_digits.safetensors --data digits --split test
     vit-eval weights/vit_digits.safetensors --data digits --backend cpp --precision int8 --json
     vit-eval vit_s32.safetensors --data ~/data/imagenet --split val --five-crop --out eval.json
+    vit-eval vit_s32.safetensors --data ~/data/imagenet --split val --engine ray --ray-actors 4
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import argparse
 import json
 import sys
 
-from .common import add_model_arguments, backend_options, positive_int, run_main
+from .common import (add_engine_arguments, add_model_arguments, backend_options, positive_int,
+                     run_main)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, help="threads for the backend")
     p.add_argument("--device", help="the sycl backend's filter string or the cuda device index")
     p.add_argument("--workers", type=positive_int, default=4, help="image decoding threads")
+    add_engine_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--out", metavar="FILE.json", help="also write the JSON report to this file")
     add_model_arguments(p, weights_option=False)
@@ -41,9 +44,10 @@ def _main(argv: list[str] | None) -> int:
     import polyvit
 
     from ..datasets import open_dataset
-    from ..evaluation import evaluate
+    from ..evaluation import evaluate, evaluate_ray
     from ..files import atomic_path
     from ..inference.output import check_writable
+    from ..model import resolve_weights
 
     args = build_parser().parse_args(argv)
     if args.config:
@@ -54,13 +58,26 @@ def _main(argv: list[str] | None) -> int:
     device = int(args.device) if args.device and args.device.isdigit() else args.device
     options = backend_options(args.backend, args.threads, device)
     data = open_dataset(args.data, args.split)
-    model = polyvit.load(args.weights, backend=args.backend, precision=args.precision,
-                         num_heads=args.num_heads, image_size=args.image_size, **options)
-    report = evaluate(model, data, crops="five" if args.five_crop else "center",
-                      batch_size=args.batch_size, workers=args.workers,
-                      progress=not args.json and sys.stderr.isatty())
+    crops = "five" if args.five_crop else "center"
+    progress = not args.json and sys.stderr.isatty()
+    if args.engine == "ray":
+        from ..inference.ray_engine import connect
+
+        connect(args.ray_address)  # an unreachable cluster fails here, in seconds
+        report = evaluate_ray(args.weights, data, backend=args.backend,
+                              precision=args.precision, options=options, crops=crops,
+                              batch_size=args.batch_size, actors=args.ray_actors,
+                              address=args.ray_address, num_heads=args.num_heads,
+                              image_size=args.image_size, progress=progress)
+        config_name = resolve_weights(args.weights, None, args.num_heads, args.image_size)[0].name
+    else:
+        model = polyvit.load(args.weights, backend=args.backend, precision=args.precision,
+                             num_heads=args.num_heads, image_size=args.image_size, **options)
+        report = evaluate(model, data, crops=crops, batch_size=args.batch_size,
+                          workers=args.workers, progress=progress)
+        config_name = model.config.name
     report = {"weights": args.weights, "data": args.data, "split": args.split,
-              "config": model.config.name, **report}
+              "config": config_name, **report}
     text = json.dumps(report, indent=2)
     if args.out:
         with atomic_path(args.out) as tmp:
@@ -72,7 +89,8 @@ def _main(argv: list[str] | None) -> int:
     print(f"{data.describe()}: top-1 {100 * report['top1']:.2f}%  top-5 "
           f"{100 * report['top5']:.2f}%  loss {report['loss']:.4f}  ({report['n']} images"
           f"{skipped})")
-    print(f"{model.backend} {model.precision}, {report['crops']} crop"
+    engine = f", Ray Data with {args.ray_actors} actor(s)" if args.engine == "ray" else ""
+    print(f"{report['backend']} {report['precision']}{engine}, {report['crops']} crop"
           f"{'s' if args.five_crop else ''}: {report['img_per_s']:.0f} img/s, "
           f"{report['model_ms_per_img']:.3f} ms per image in the model")
     print("per-class top-1:")

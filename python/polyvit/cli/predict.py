@@ -13,7 +13,8 @@ from ..inference import api
 from ..inference.inputs import expand_inputs
 from ..inference.output import RowWriter, check_writable, done_counts, output_format
 from ..inference.pipeline import WORKER_KINDS, Stats, default_workers
-from .common import add_model_arguments, backend_options, positive_int, run_main
+from .common import (add_engine_arguments, add_model_arguments, backend_options, positive_int,
+                     run_main)
 
 
 def nonnegative_int(text: str) -> int:
@@ -66,13 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.add_argument("--chunk-rows", type=positive_int, default=256,
                    help="rows per chunk written while the job runs (default 256)")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local (default): this machine; ray: Ray Data, on the cluster at "
-                        "--ray-address / RAY_ADDRESS or a new local one")
-    p.add_argument("--ray-address", help="Ray cluster address (host:port, ray://host:port or "
-                                         "auto); default RAY_ADDRESS, else a new local cluster")
-    p.add_argument("--ray-actors", type=positive_int, default=1,
-                   help="model actors with --engine ray (default 1)")
+    add_engine_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.add_argument("--summary-json", metavar="PATH",
                    help="also write the end-of-job summary (counts, seconds, img/s, the share "

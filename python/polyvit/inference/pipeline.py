@@ -88,19 +88,20 @@ def error_kind(message: str) -> str:
 
 # ---- decoding -------------------------------------------------------------------------------------
 
-def decode_chunk(paths: Sequence[str], config: ViTConfig, crops: str, draft: bool,
-                 step: Callable[..., np.ndarray] = preprocess
-                 ) -> list[tuple[np.ndarray | None, str]]:
-    """Each path -> (step's array, "") or (None, the error): a broken image never raises.
-    step: preprocess (model input) or prepare (uint8 pixels, normalised later)."""
+def decode_chunk(paths: Sequence[Any], config: ViTConfig, crops: str, draft: bool,
+                 step: Callable[..., np.ndarray] = preprocess,
+                 names: Sequence[str] | None = None) -> list[tuple[np.ndarray | None, str]]:
+    """Each path (or in-memory image) -> (step's array, "") or (None, the error): a broken
+    image never raises. step: preprocess (model input) or prepare (uint8 pixels, normalised
+    later). names: what the errors call the images (default the paths)."""
     out: list[tuple[np.ndarray | None, str]] = []
-    for path in paths:
+    for path, name in zip(paths, names if names is not None else paths):
         try:
             out.append((step(path, config, crops=crops, draft=draft), ""))
         except ImageError as exc:
             out.append((None, str(exc)))
         except Exception as exc:  # noqa: BLE001 - any decoder failure belongs to its row
-            out.append((None, f"{path}: cannot decode ({type(exc).__name__}: {exc})"))
+            out.append((None, f"{name}: cannot decode ({type(exc).__name__}: {exc})"))
     return out
 
 

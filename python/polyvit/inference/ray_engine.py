@@ -100,16 +100,23 @@ def _check_reachable(address: str) -> None:
 
 def decode_batch(batch: dict[str, np.ndarray], config: ViTConfig, crops: str = "center",
                  draft: bool = True) -> dict[str, np.ndarray]:
-    """{pos, path} -> {pos, path, image, error}: image holds the uint8 crops (a quarter of the
-    float input's bytes through the object store); a broken image gets zeros and its error."""
-    paths = [str(p) for p in batch["path"]]
-    decoded = decode_chunk(paths, config, crops, draft, step=prepare)
+    """{pos, path | pixels, ...} -> {pos, path, image, error, ...}: image holds the uint8 crops
+    (a quarter of the float input's bytes through the object store); a broken image gets zeros
+    and its error. Images come as file paths, or as in-memory uint8 arrays in `pixels` (a
+    dataset held as arrays, named "item POS"); other columns (a label) pass through."""
+    if "pixels" in batch:
+        items = list(batch["pixels"])
+        names = [f"item {int(p)}" for p in batch["pos"]]
+    else:
+        items = names = [str(p) for p in batch["path"]]
+    decoded = decode_chunk(items, config, crops, draft, step=prepare, names=names)
     shape = ((5,) if crops == "five" else ()) + (config.image_size, config.image_size, 3)
-    images = np.zeros((len(paths), *shape), np.uint8)
+    images = np.zeros((len(items), *shape), np.uint8)
     for i, (array, _) in enumerate(decoded):
         if array is not None:
             images[i] = array
-    return {"pos": batch["pos"], "path": np.asarray(paths, dtype=object), "image": images,
+    passed = {k: v for k, v in batch.items() if k not in ("path", "pixels")}
+    return {**passed, "path": np.asarray(names, dtype=object), "image": images,
             "error": np.asarray([e for _, e in decoded], dtype=object)}
 
 
@@ -151,6 +158,34 @@ class Classifier:
         return table.append_column(MODEL_SECONDS, pa.array(model_s))
 
 
+class Scorer(Classifier):
+    """A Ray Data callable class for vit-eval: per image, the k best classes and p(label) of
+    the softmax (averaged over five crops), computed as evaluation.evaluate computes them."""
+
+    def __init__(self, weights: str | None, k: int, **kwargs: Any) -> None:
+        super().__init__(weights, topk=k, **kwargs)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from ..evaluation import top_and_p_label
+        from .pipeline import probabilities
+
+        errors = np.asarray([str(e) for e in batch["error"]], dtype=object)
+        ok = np.flatnonzero(errors == "")
+        labels = np.asarray(batch["label"], dtype=np.int64)
+        top = np.zeros((len(errors), self.topk), np.int64)
+        p_label = np.zeros(len(errors), np.float64)
+        model_s = np.zeros(len(errors))
+        if len(ok):
+            x = normalize(np.asarray(batch["image"])[ok], self.model.config)
+            start = time.perf_counter()
+            logits = self.model(x.reshape(-1, *x.shape[-3:]))
+            model_s[0] = time.perf_counter() - start
+            top[ok], p_label[ok] = top_and_p_label(probabilities(logits, self.crops),
+                                                   labels[ok], self.topk)
+        return {"pos": batch["pos"], "path": batch["path"], "error": errors, "label": labels,
+                "top": top, "p_label": p_label, MODEL_SECONDS: model_s}
+
+
 def _actor_environment(backend: str) -> dict[str, Any] | None:
     """A Ray worker imports dpctl as it starts (Ray looks for Intel GPUs), before polyvit can
     set the SYCL runtime's environment: hand it over from the driver instead."""
@@ -176,6 +211,44 @@ def check_resources(ray, actors: int) -> None:
 
 # ---- the job ----------------------------------------------------------------------------------
 
+def _start(address: str | None, actors: int):
+    """Ray, connected, with the data context every job here uses."""
+    ray = connect(address)
+    check_resources(ray, actors)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # the job's progress is reported by ours
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # rows come back in the order of `pos`
+    ctx.enable_progress_bars = False
+    return ray
+
+
+def _pipeline(ray, columns: dict[str, Any], n: int, config: ViTConfig, *, model_class: type,
+              model_kwargs: dict[str, Any], backend: str, actors: int, batch_size: int,
+              crops: str, draft: bool, decode_batch_size: int, decode_tasks: int | None):
+    """from_arrow(blocks of `columns`) -> decode tasks -> `model_class` actors."""
+    import pyarrow as pa
+
+    if decode_tasks is None:
+        # as many decode tasks as the local engine has workers per model, cluster-wide: more
+        # only oversubscribe the cores the models run on
+        decode_tasks = max(1, min(int(ray.cluster_resources().get("CPU", 1)), 2 * actors))
+    table = pa.table({"pos": pa.array(range(n), pa.int64()), **columns})
+    # a block is decoded by one task and classified once it is whole: smaller blocks start the
+    # model sooner but cost more per row (measured on 2000 JPEGs: 256 rows beat 64)
+    rows_per_block = max(4, min(BLOCK_ROWS, -(-n // (8 * actors))))
+    ds = ray.data.from_arrow([table.slice(i, rows_per_block)
+                              for i in range(0, max(n, 1), rows_per_block)])
+    ds = ds.map_batches(decode_batch, batch_size=decode_batch_size, batch_format="numpy",
+                        fn_kwargs={"config": config, "crops": crops, "draft": draft},
+                        compute=ray.data.TaskPoolStrategy(size=decode_tasks),
+                        num_cpus=DECODE_CPUS)
+    return ds.map_batches(
+        model_class, batch_size=batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors), fn_constructor_kwargs=model_kwargs,
+        num_cpus=ACTOR_CPUS, num_gpus=1 if backend == "cuda" else 0,
+        runtime_env=_actor_environment(backend))
+
+
 def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, backend: str,
             precision: str, options: dict[str, Any], batch_size: int = 32, topk: int = 5,
             features: bool = False, crops: str = "center", draft: bool = True,
@@ -189,37 +262,16 @@ def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, bac
 
     stats = stats if stats is not None else Stats()
     stats.model_slots, stats.waiting_known = actors, False
-    ray = connect(address)
-    check_resources(ray, actors)
-    if decode_tasks is None:
-        # as many decode tasks as the local engine has workers per model, cluster-wide: more
-        # only oversubscribe the cores the models run on
-        decode_tasks = max(1, min(int(ray.cluster_resources().get("CPU", 1)), 2 * actors))
-    logging.getLogger("ray.data").setLevel(logging.ERROR)  # the job's progress is reported by ours
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # rows come back in the order of `pos`
-    ctx.enable_progress_bars = False
+    ray = _start(address, actors)
     start = time.perf_counter()
-    table = pa.table({"pos": pa.array(range(len(paths)), pa.int64()),
-                      "path": pa.array(list(paths), pa.string())})
-    # a block is decoded by one task and classified once it is whole: smaller blocks start the
-    # model sooner but cost more per row (measured on 2000 JPEGs: 256 rows beat 64)
-    rows_per_block = max(4, min(BLOCK_ROWS, -(-len(paths) // (8 * actors))))
-    ds = ray.data.from_arrow([table.slice(i, rows_per_block)
-                              for i in range(0, max(len(paths), 1), rows_per_block)])
-    ds = ds.map_batches(decode_batch, batch_size=decode_batch_size, batch_format="numpy",
-                        fn_kwargs={"config": config, "crops": crops, "draft": draft},
-                        compute=ray.data.TaskPoolStrategy(size=decode_tasks),
-                        num_cpus=DECODE_CPUS)
-    ds = ds.map_batches(
-        Classifier, batch_size=batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        fn_constructor_kwargs={"weights": weights, "backend": backend, "precision": precision,
-                               "topk": topk, "features": features, "crops": crops,
-                               "config": preset, "num_heads": num_heads, "options": options,
-                               "image_size": image_size},
-        num_cpus=ACTOR_CPUS, num_gpus=1 if backend == "cuda" else 0,
-        runtime_env=_actor_environment(backend))
+    ds = _pipeline(ray, {"path": pa.array(list(paths), pa.string())}, len(paths), config,
+                   model_class=Classifier,
+                   model_kwargs={"weights": weights, "backend": backend, "precision": precision,
+                                 "topk": topk, "features": features, "crops": crops,
+                                 "config": preset, "num_heads": num_heads, "options": options,
+                                 "image_size": image_size},
+                   backend=backend, actors=actors, batch_size=batch_size, crops=crops,
+                   draft=draft, decode_batch_size=decode_batch_size, decode_tasks=decode_tasks)
     columns = ["path", "topk_indices", "topk_labels", "topk_probs", "error"] + \
         (["features"] if features else [])
     expected = 0
@@ -241,3 +293,38 @@ def run_ray(paths: Sequence[str], config: ViTConfig, *, weights: str | None, bac
         stats.wall = time.perf_counter() - start
         yield rows
     stats.wall = time.perf_counter() - start
+
+
+def run_ray_scores(data: Any, config: ViTConfig, *, weights: str, backend: str, precision: str,
+                   options: dict[str, Any], crops: str = "center", batch_size: int = 64,
+                   k: int = 5, actors: int = 1, address: str | None = None,
+                   num_heads: int | None = None, image_size: int | None = None,
+                   decode_batch_size: int = 16, decode_tasks: int | None = None
+                   ) -> Iterator[dict[str, Any]]:
+    """vit-eval's job on Ray: a labelled dataset (datasets.LabelledImages: paths, or one uint8
+    array of images) -> batches of {top (n, k), p_label (n,), labels (n,), skipped [(item,
+    reason)], model_seconds} for the images scored, decoded as evaluate() decodes (no draft)."""
+    import pyarrow as pa
+
+    ray = _start(address, actors)
+    if isinstance(data.items, np.ndarray):
+        from ray.data.extensions import ArrowTensorArray
+
+        images = {"pixels": ArrowTensorArray.from_numpy(np.ascontiguousarray(data.items))}
+    else:
+        images = {"path": pa.array([str(p) for p in data.items], pa.string())}
+    columns = {"label": pa.array(np.asarray(data.labels, np.int64)), **images}
+    ds = _pipeline(ray, columns, len(data), config, model_class=Scorer,
+                   model_kwargs={"weights": weights, "k": k, "backend": backend,
+                                 "precision": precision, "crops": crops,
+                                 "num_heads": num_heads, "options": options,
+                                 "image_size": image_size},
+                   backend=backend, actors=actors, batch_size=batch_size, crops=crops,
+                   draft=False, decode_batch_size=decode_batch_size, decode_tasks=decode_tasks)
+    for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+        errors = np.asarray([str(e) for e in batch["error"]], dtype=object)
+        ok = errors == ""
+        yield {"top": np.asarray(batch["top"])[ok], "p_label": np.asarray(batch["p_label"])[ok],
+               "labels": np.asarray(batch["label"], np.int64)[ok],
+               "skipped": [(str(p), str(e)) for p, e in zip(batch["path"][~ok], errors[~ok])],
+               "model_seconds": float(np.sum(batch[MODEL_SECONDS]))}
