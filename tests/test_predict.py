@@ -6,7 +6,10 @@ import json
 import os
 import signal
 import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -358,3 +361,35 @@ def test_engine_ray_without_ray_installed_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like
     with pytest.raises(RayError, match=r"pip install 'polyvit\[ray\]'"):
         import_ray()
+
+
+def test_the_engines_let_openmp_threads_sleep_at_barriers_only_before_the_runtime_loads():
+    """vit-predict's model shares the cores with the decoders: OMP_WAIT_POLICY=passive is set
+    before the cpp backend loads; an explicit value is kept, and a loaded runtime is left."""
+    code = """
+import os, sys
+from polyvit.backends._native import openmp_loaded, sleep_at_barriers
+assert not openmp_loaded()
+if os.environ.get("OMP_WAIT_POLICY"):
+    assert not sleep_at_barriers() and os.environ["OMP_WAIT_POLICY"] == "active"
+    sys.exit(0)
+import polyvit
+if sys.argv[1] == "cli":
+    from polyvit.cli import predict
+    assert predict.main([sys.argv[2], "--out", sys.argv[3], "--backend", "cpp", "--quiet"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "passive" and openmp_loaded()
+else:
+    polyvit.load(None, backend="cpp")
+    assert openmp_loaded() and not sleep_at_barriers() and "OMP_WAIT_POLICY" not in os.environ
+"""
+    if not polyvit.available_backends()["cpp"][0]:
+        pytest.skip(f"cpp unavailable: {polyvit.available_backends()['cpp'][1]}")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "a.png"
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(image)
+        for argv, extra in ((["cli", str(image), str(Path(tmp) / "rows.csv")], {}),
+                            (["load"], {}), (["load"], {"OMP_WAIT_POLICY": "active"})):
+            done = subprocess.run([sys.executable, "-c", code, *argv], env={**env, **extra},
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr

@@ -164,3 +164,17 @@ def test_vit_eval_an_unreachable_ray_address_is_a_clear_error_within_seconds():
     assert time.monotonic() - start < 30
     assert done.returncode == 1 and "cannot reach a Ray cluster at 127.0.0.1:9" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("n,actors,batch", [(2000, 1, 32), (2000, 3, 32), (5, 2, 32), (1, 1, 32),
+                                            (100, 2, 8), (257, 1, 300)])
+def test_blocks_cover_the_inputs_once_in_order_small_first(n, actors, batch):
+    from polyvit.inference.ray_engine import BLOCK_ROWS, block_slices
+
+    slices = block_slices(n, actors, batch)
+    assert [s for s, _ in slices] == list(np.cumsum([0] + [r for _, r in slices[:-1]]))
+    assert sum(r for _, r in slices) == n and all(r > 0 for _, r in slices)
+    sizes = [r for _, r in slices]
+    assert max(sizes) <= BLOCK_ROWS and sizes[0] <= batch
+    assert sizes[:-1] == sorted(sizes[:-1])  # a model starts on a small block, then larger ones
+    assert block_slices(0, actors, batch) == [(0, 0)]

@@ -49,7 +49,11 @@ def _main(argv: list[str] | None) -> int:
     from ..inference.output import check_writable
     from ..model import resolve_weights
 
+    from ..backends._native import sleep_at_barriers
+
     args = build_parser().parse_args(argv)
+    if args.engine == "local":
+        sleep_at_barriers()  # the model shares the cores with the decoders (before it loads)
     if args.config:
         raise ValueError("--config chooses the built-in weights' model; a checkpoint carries "
                          "its own")

@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 
 from .. import backends
+from ..backends._native import sleep_at_barriers
 from ..errors import BackendError
 from ..inference import api
 from ..inference.inputs import expand_inputs
@@ -88,6 +89,8 @@ def _backend_name(name: str) -> str:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.engine == "local" and args.workers != 0:
+        sleep_at_barriers()  # the model shares the cores with the decoders (before it loads)
     if args.resume and args.overwrite:
         raise ValueError("--resume keeps FILE's rows and --overwrite replaces them: pass one")
     check_writable(args.out)  # before any work: a job must not end unable to write its rows
