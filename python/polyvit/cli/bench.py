@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset for the built-in weights (default vit_small_patch32_224)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="threads for every runner (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--predict", type=positive_int, metavar="IMAGES",
+                   help="also the dataset section: vit-predict (cpp at the selected precisions, "
+                        "local and Ray engines) against torch eager + DataLoader, end to end on "
+                        "IMAGES generated photo-sized JPEGs (docs/results.md's table: 2000); "
+                        "ViT-S/32 built-in weights, whatever --weights says")
     p.add_argument("--out", default="bench-out", help="folder for results.json/.md/.png")
     p.add_argument("--update-docs", metavar="PATH", action="append",
                    help="also write the results into this markdown file (repeatable): between "
@@ -112,6 +117,49 @@ def update_docs(path: Path, section: str, markdown: str, matrix: str = "") -> No
     path.write_text(text)
 
 
+def predict_runs(names: list[str], precisions: list[str], peers: bool) -> tuple[list[str], list[str]]:
+    """The dataset section's jobs for this selection, and a note for each one left out."""
+    import importlib.util
+
+    from ..bench.predict import RUNS
+
+    runs, notes = [], []
+    if peers:
+        if importlib.util.find_spec("torch") is None:
+            notes.append("dataset section: no peer row (torch is not installed)")
+        else:
+            runs.append("peer")
+    if "cpp" not in names:
+        notes.append("dataset section: vit-predict runs the cpp backend, which is not selected")
+        return runs, notes
+    runs += [r for r in RUNS if r.startswith("cpp-") and r.split("-")[1] in precisions]
+    if "int8" in precisions:
+        if importlib.util.find_spec("ray") is None:
+            notes.append("dataset section: no Ray rows (pip install 'polyvit[ray]')")
+        else:
+            runs += [r for r in RUNS if r.startswith("ray-")]
+    return runs, notes
+
+
+def _predict_section(args: argparse.Namespace, names: list[str], precisions: list[str],
+                     threads: int, out: Path) -> None:
+    import json
+
+    from ..bench.predict import run_section
+
+    runs, notes = predict_runs(names, precisions, not args.no_peers)
+    for line in notes:
+        print(f"vit-bench: {line}", file=sys.stderr)
+    if not runs:
+        return
+    markdown, results = run_section(runs, args.predict, threads)
+    (out / "predict.md").write_text(markdown)
+    (out / "predict.json").write_text(json.dumps(results, indent=2))
+    for path in args.update_docs or []:
+        update_docs(Path(path), "predict", markdown)
+    print(markdown)
+
+
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
@@ -162,6 +210,8 @@ def _main(argv: list[str] | None) -> int:
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}"
           f"{', ' + str(out / 'results.png') if chart else ' (no chart: matplotlib missing)'}",
           file=sys.stderr)
+    if args.predict:
+        _predict_section(args, names, precisions, threads, out)
     failures = report.parity_failures(records)
     for line in failures:
         print(f"vit-bench: error: {line}", file=sys.stderr)
