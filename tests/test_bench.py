@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from polyvit import backends, parity
@@ -268,3 +269,35 @@ def test_int8_is_compared_with_calibrated_int8_peers(quick_run):
                     and r["batch"] == batch)
         assert mine["best_peer"] in ("openvino int8", "onnxruntime int8")
         assert mine["cosine_min"] is not None
+
+
+def test_the_int8_calibration_study_simulates_cpp_and_keeps_dynamic_scales_the_better():
+    """benchmarks/int8_calibration.py on the trained digits model: its simulation of per-token
+    dynamic scales agrees with cpp int8 itself as closely as cpp agrees with fp32, and static
+    (calibrated) scales agree worse with fp32 than dynamic ones (why cpp keeps them)."""
+    pytest.importorskip("sklearn", reason="the digits dataset is scikit-learn's")
+    ok, reason = backends.available_backends()["cpp"]
+    if not ok:
+        pytest.skip(reason)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_calibration.py"
+    spec = importlib.util.spec_from_file_location("int8_calibration", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import polyvit
+    from polyvit.datasets import open_dataset
+    from polyvit.preprocessing import preprocess
+    from polyvit.weights import load as load_weights
+
+    weights_path = Path(__file__).resolve().parents[1] / "weights" / "vit_digits.safetensors"
+    cfg, weights = load_weights(weights_path)
+    train, test = open_dataset("digits", "train"), open_dataset("digits", "test")
+    calibration = np.stack([preprocess(x, cfg) for x in train.items[:16]])
+    images = np.stack([preprocess(x, cfg) for x in test.items[:48]])
+    cpp = polyvit.load(weights_path, backend="cpp", precision="int8")(images)
+    rows, found = module.study("digits", cfg, weights, calibration, images, cpp)
+    assert len(rows) == 4
+    dynamic = found["dynamic per token (cpp's)"]
+    assert abs(dynamic.cosine.min() - found["cpp"].cosine.min()) < 2e-4
+    assert (dynamic.top1 == found["cpp"].top1).all()
+    for scheme in ("static min/max", "static 0.01 % quantiles"):
+        assert found[scheme].cosine.min() < dynamic.cosine.min()
