@@ -5,9 +5,11 @@
                       ──► rows streamed back to the driver in input order (preserve_order),
                           written by the same RowWriter as the local engine
 
-Every worker reads the images and the weights itself: paths must be readable on every node
-(a shared filesystem or the same layout everywhere). Users who already have a ray.data.Dataset
-of paths use decode_batch and Classifier directly (docs/predict.md).
+vit-eval --engine ray runs the same two stages with Scorer in place of Classifier (labels in,
+each image's five best classes and p(label) out; run_ray_scores). Every worker reads the images
+and the weights itself: paths must be readable on every node (a shared filesystem or the same
+layout everywhere). Users who already have a ray.data.Dataset of paths use decode_batch and
+Classifier directly (docs/predict.md).
 """
 
 from __future__ import annotations
