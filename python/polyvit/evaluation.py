@@ -179,4 +179,4 @@ def evaluate_ray(weights: str, data: LabelledImages, *, backend: str = "torch",
         bar.close()
     return scores.report(data, skipped, time.perf_counter() - start, model_seconds,
                          backend=backend, precision=precision, crops=crops, engine="ray",
-                         actors=actors)
+                         actors=actors, config=cfg.name)

@@ -47,7 +47,6 @@ def _main(argv: list[str] | None) -> int:
     from ..evaluation import evaluate, evaluate_ray
     from ..files import atomic_path
     from ..inference.output import check_writable
-    from ..model import resolve_weights
 
     from ..backends._native import sleep_at_barriers
 
@@ -73,7 +72,7 @@ def _main(argv: list[str] | None) -> int:
                               batch_size=args.batch_size, actors=args.ray_actors,
                               address=args.ray_address, num_heads=args.num_heads,
                               image_size=args.image_size, progress=progress)
-        config_name = resolve_weights(args.weights, None, args.num_heads, args.image_size)[0].name
+        config_name = report["config"]  # the driver read the checkpoint once, in evaluate_ray
     else:
         model = polyvit.load(args.weights, backend=args.backend, precision=args.precision,
                              num_heads=args.num_heads, image_size=args.image_size, **options)
