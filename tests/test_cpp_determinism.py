@@ -50,6 +50,28 @@ def test_an_image_does_not_depend_on_its_batch(precision):
         np.testing.assert_array_equal(model(np.ascontiguousarray(images[i:i + 1]))[0], batched[i])
 
 
+ODD = CFG.replace(name="odd_sizes", embed_dim=45, num_heads=5, mlp_dim=99, image_size=40)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("cfg", [CFG, CFG.replace(gelu="tanh"), ODD], ids=lambda c: c.name)
+@pytest.mark.parametrize("precision", runnable(["bf16", "int8"]))
+def test_the_mlp_fused_by_rows_computes_what_the_per_op_path_does(precision, cfg, threads):
+    """From 96 rows per thread, bf16 and int8 run norm2, fc1 and fc2 per thread on chunks of
+    48 rows (the profile books them as "mlp"); one image runs them as three ops over the
+    team. 13 images of 17 or 26 tokens give each thread two whole chunks and a partial one."""
+    weights = random_weights(cfg, seed=3)
+    model = polyvit.load(weights, backend="cpp", config=cfg, precision=precision,
+                         threads=threads)
+    images = parity.random_images(cfg, 13 if threads == 2 else 7, seed=2)
+    assert model.impl.profile(images, 1)["mlp"] > 0
+    assert model.impl.profile(images[:1], 1)["mlp"] == 0
+    batched = model(images)
+    for i in range(len(images)):
+        np.testing.assert_array_equal(model(np.ascontiguousarray(images[i:i + 1]))[0],
+                                      batched[i])
+
+
 def test_calls_at_once_across_evicted_batch_sizes_match_sequential_ones():
     """Six batch sizes through four kept workspaces, four threads: sizes are dropped while other
     calls of theirs still run, and calls of one size at once each get a workspace."""

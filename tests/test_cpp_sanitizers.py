@@ -2,8 +2,9 @@
 (-DPOLYVIT_SANITIZE=ON): the op-level shapes of tests/test_ops.py on every kernel set this CPU
 runs (fp32), the ops in bf16 and, on every kernel set, int8 on shapes with tails, and full
 forward passes (vit_test, an odd-sized config, ViT-S/32; fp32, bf16, int8, and int8 with each
-other kernel set's tiles on the small configs) through more batch sizes than the model keeps,
-in a subprocess with the sanitizer runtime preloaded. It must exit cleanly with no report, and
+other kernel set's tiles on the small configs) through more batch sizes than the model keeps
+(the last one large enough to fuse the MLP by rows), in a subprocess with the sanitizer
+runtime preloaded. It must exit cleanly with no report, and
 its outputs must pass the op rules and the fp32 parity rule against the float64 reference
 computed here.
 
@@ -145,9 +146,10 @@ def cases() -> dict[str, tuple]:
         weights = random_weights(cfg, seed=1)
         images = parity.random_images(cfg, 2, seed=2)
         small = name != "vit_small_patch32_224"
-        # the small configs run more batch sizes than a model keeps (one is dropped); ViT-S/32
-        # one more batch size (another workspace)
-        batches = list(range(1, BATCH_SIZES_KEPT + 2)) if small else [2]
+        # the small configs run more batch sizes than a model keeps (one is dropped), the last
+        # large enough for bf16 and int8 to fuse the MLP by rows (chunks of 48, 96 rows per
+        # thread); ViT-S/32 one more batch size (another workspace)
+        batches = list(range(1, BATCH_SIZES_KEPT + 2)) + [13] if small else [2]
         for precision in ["fp32"] + reduced if small else ["fp32"]:
             result[f"forward/{name}/{precision}"] = ("forward", {
                 "isa": "auto", "precision": precision, "batches": batches},

@@ -111,4 +111,19 @@ void linear_prepared(const Engine& e, const Linear& l, int m, float* c, uint16_t
               team);
 }
 
+void linear_alone(const Engine& e, const Linear& l, const float* x, long ldx, int m, float* c,
+                  uint16_t* c16, long ldc, Epilogue epi, const float* r, long ldr,
+                  const Operand& op) {
+  const Team alone{0, 1};
+  if (l.w32.data()) {
+    run_tiles(e.f32->linear_f32, e.f32->nr,
+              GemmF32{x, ldx, l.w32.data(), l.bias.data(), c, ldc, r, ldr, m, l.n, l.k, epi},
+              alone);
+    return;
+  }
+  if (x && l.w16.data()) e.bf16->to_bf16(x, ldx, op.a16, l.kp, m, l.k, l.kp);
+  else if (x) e.int8->quantize(x, ldx, op.a8, l.kp, op.scale, op.zero, m, l.k, l.kp);
+  linear_prepared(e, l, m, c, c16, ldc, epi, r, ldr, op, alone);
+}
+
 }  // namespace polyvit::cpu

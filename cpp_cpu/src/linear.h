@@ -61,4 +61,11 @@ void linear(const Engine& e, const Linear& l, const float* x, long ldx, int m, f
 void linear_prepared(const Engine& e, const Linear& l, int m, float* c, uint16_t* c16, long ldc,
                      Epilogue epi, const float* r, long ldr, const Operand& op, Team team);
 
+// linear on the calling thread alone, no barrier: for work a team splits by rows (the fused
+// MLP). bf16 and int8 layers first convert the m rows of x into op, unless x is null (op
+// already holds them); c16 as in linear_prepared.
+void linear_alone(const Engine& e, const Linear& l, const float* x, long ldx, int m, float* c,
+                  uint16_t* c16, long ldc, Epilogue epi, const float* r, long ldr,
+                  const Operand& op);
+
 }  // namespace polyvit::cpu

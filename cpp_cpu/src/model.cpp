@@ -122,11 +122,20 @@ long Model::scratch_stride() const {  // attention scratch floats per thread, ei
   return attention_scratch(block, attention_tp(d_.tokens()), d_.head_dim());
 }
 
+bool Model::fuses_mlp(int batch) const {
+  return (engine_.bf16 || engine_.int8) &&
+         static_cast<long>(batch) * d_.tokens() >= static_cast<long>(threads_) * kMlpMinRows;
+}
+
+long Model::operand_kp() const {  // the widest K of any layer, rounded up for either precision
+  return (std::max({d_.dim, d_.mlp, d_.patch_dim()}) + 3) / 4 * 4;
+}
+
 std::unique_ptr<Model::Workspace> Model::make_workspace(int batch) const {
   auto ws = std::make_unique<Workspace>();
   const long B = batch, T = d_.tokens(), D = d_.dim, N = d_.patches();
   const int tp = attention_tp(d_.tokens());
-  const long kp = (std::max({d_.dim, d_.mlp, d_.patch_dim()}) + 3) / 4 * 4;
+  const long kp = operand_kp();
   ws->x.reserve(B * T * D);
   ws->h.reserve(B * T * D);
   ws->qkv.reserve(B * T * 3 * D);
@@ -147,6 +156,21 @@ std::unique_ptr<Model::Workspace> Model::make_workspace(int batch) const {
     ws->a8.reserve(B * T * kp);
     ws->a_scale.reserve(B * T);
     ws->a_zero.reserve(B * T);
+  }
+  const long chunk_rows = static_cast<long>(threads_) * kMlpChunk;
+  if (engine_.int8 || fuses_mlp(batch)) ws->chunk_h.reserve(chunk_rows * D);
+  if (fuses_mlp(batch)) {
+    const long rows = chunk_rows;
+    ws->chunk_mlp.reserve(rows * d_.mlp);
+    if (engine_.bf16) {  // chunk_mlp holds fc1's bf16 output: its padding column stays 0
+      ws->chunk_a16.reserve(rows * kp);
+      std::memset(ws->chunk_mlp.data(), 0, sizeof(float) * rows * d_.mlp);
+    }
+    if (engine_.int8) {
+      ws->chunk_a8.reserve(rows * kp);
+      ws->chunk_scale.reserve(rows);
+      ws->chunk_zero.reserve(rows);
+    }
   }
   ws->batch = batch;
   return ws;
@@ -202,9 +226,57 @@ void Model::clear_cache() {
 
 // ---- forward -----------------------------------------------------------------------------------
 
+void Model::norm_operand(const float* x, long r0, long r1, const Buffer<float>& w,
+                         const Buffer<float>& b, const Operand& op, long kp, float* h) const {
+  const int D = d_.dim;
+  if (engine_.bf16) {
+    if (r0 < r1)
+      engine_.bf16->layernorm(x + r0 * D, D, op.a16 + r0 * kp, kp, static_cast<int>(r1 - r0), D,
+                              static_cast<int>(kp), w.data(), b.data(), d_.eps);
+    return;
+  }
+  for (long c0 = r0; c0 < r1; c0 += kMlpChunk) {  // int8
+    const int n = static_cast<int>(std::min<long>(kMlpChunk, r1 - c0));
+    engine_.f32->layernorm(x + c0 * D, D, h, D, n, D, w.data(), b.data(), d_.eps);
+    engine_.int8->quantize(h, D, op.a8 + c0 * kp, kp, op.scale + c0, op.zero + c0, n, D,
+                           static_cast<int>(kp));
+  }
+}
+
+void Model::mlp_rows(const Block& blk, Workspace& ws, int thread, float* x, long r0,
+                     long r1) const {
+  const int D = d_.dim, M = d_.mlp, C = kMlpChunk;
+  const long kp = operand_kp();
+  const Epilogue gelu = d_.gelu_tanh ? Epilogue::GeluTanh : Epilogue::GeluErf;
+  float* h = ws.chunk_h.data() + thread * C * D;
+  float* mlp = ws.chunk_mlp.data() + thread * C * M;
+  Operand op;  // this thread's chunk of the operands, at the widest stride either layer uses
+  if (engine_.bf16) op.a16 = ws.chunk_a16.data() + thread * C * kp;
+  if (engine_.int8) {
+    op.a8 = ws.chunk_a8.data() + thread * C * kp;
+    op.scale = ws.chunk_scale.data() + thread * C;
+    op.zero = ws.chunk_zero.data() + thread * C;
+  }
+  for (long c0 = r0; c0 < r1; c0 += C) {
+    const int n = static_cast<int>(std::min<long>(C, r1 - c0));
+    float* xc = x + c0 * D;
+    norm_operand(xc, 0, n, blk.ln2_w, blk.ln2_b, op, blk.fc1.kp, h);
+    if (engine_.bf16) {  // as in forward: fc1 writes fc2's operand
+      uint16_t* mlp16 = reinterpret_cast<uint16_t*>(mlp);  // (C, fc2.kp): half its room
+      linear_alone(engine_, blk.fc1, nullptr, 0, n, nullptr, mlp16, blk.fc2.kp, gelu, nullptr,
+                   0, op);
+      linear_alone(engine_, blk.fc2, nullptr, 0, n, xc, nullptr, D, Epilogue::Residual, xc, D,
+                   Operand{mlp16, nullptr, nullptr, nullptr});
+    } else {
+      linear_alone(engine_, blk.fc1, nullptr, 0, n, mlp, nullptr, M, gelu, nullptr, 0, op);
+      linear_alone(engine_, blk.fc2, mlp, M, n, xc, nullptr, D, Epilogue::Residual, xc, D, op);
+    }
+  }
+}
+
 const char* Model::op_name(int op) {
   static const char* const names[kOps] = {"patch_embed", "layernorm", "qkv", "attention",
-                                          "proj", "fc1", "fc2", "head"};
+                                          "proj", "fc1", "fc2", "mlp", "head"};
   return names[op];
 }
 
@@ -220,6 +292,7 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
   float *x = ws->x.data(), *h = ws->h.data(), *qkv = ws->qkv.data(), *mlp = ws->mlp.data();
   const Epilogue gelu = d.gelu_tanh ? Epilogue::GeluTanh : Epilogue::GeluErf;
   const long map_size = static_cast<long>(batch) * d.heads * T * T;  // one block's maps
+  const bool fuse_mlp = fuses_mlp(batch);
   if (maps && engine_.bf16) throw std::invalid_argument("attention maps need fp32 attention");
 
   parallel(threads_, [&](Team t) {
@@ -247,14 +320,12 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
 
     // With bf16 blocks, LayerNorm writes the next GEMM's bf16 operand itself and fc1 writes
     // bf16 for fc2: those activations are never stored in fp32 and converted again.
-    const bool bf16 = engine_.bf16 != nullptr;
+    const bool bf16 = engine_.bf16 != nullptr, prepared = bf16 || engine_.int8;
     auto norm = [&](const Block& blk, const Buffer<float>& w, const Buffer<float>& b) {
-      if (bf16) {
+      if (prepared) {
         t.split(rows, &r0, &r1);
-        if (r0 < r1)
-          engine_.bf16->layernorm(x + r0 * D, D, op.a16 + r0 * blk.fc1.kp, blk.fc1.kp,
-                                  static_cast<int>(r1 - r0), D, blk.fc1.kp, w.data(), b.data(),
-                                  d.eps);
+        norm_operand(x, r0, r1, w, b, op, blk.fc1.kp,
+                     ws->chunk_h.data() + static_cast<long>(t.id) * kMlpChunk * D);
       } else {
         layernorm(k, x, D, h, D, rows, D, w.data(), b.data(), d.eps, t);
       }
@@ -266,7 +337,7 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
       const Block& blk = blocks_[i];
       // x = x + proj(attention(qkv(norm1(x))))
       norm(blk, blk.ln1_w, blk.ln1_b);
-      if (bf16)
+      if (prepared)
         linear_prepared(engine_, blk.qkv, rows, qkv, nullptr, 3 * D, Epilogue::Bias, nullptr, 0,
                         op, t);
       else
@@ -294,6 +365,13 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
       barrier();
       mark(kProj);
       // x = x + fc2(gelu(fc1(norm2(x))))
+      if (fuse_mlp) {  // each thread its own rows, start to end
+        t.split(rows, &r0, &r1);
+        mlp_rows(blk, *ws, t.id, x, r0, r1);
+        barrier();
+        mark(kMlp);
+        continue;
+      }
       norm(blk, blk.ln2_w, blk.ln2_b);
       if (bf16) {
         uint16_t* mlp16 = ws->mlp16.data();
@@ -304,7 +382,10 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
         linear_prepared(engine_, blk.fc2, rows, x, nullptr, D, Epilogue::Residual, x, D,
                         Operand{mlp16, nullptr, nullptr, nullptr}, t);
       } else {
-        linear(engine_, blk.fc1, h, D, rows, mlp, M, gelu, nullptr, 0, op, t);
+        if (prepared)
+          linear_prepared(engine_, blk.fc1, rows, mlp, nullptr, M, gelu, nullptr, 0, op, t);
+        else
+          linear(engine_, blk.fc1, h, D, rows, mlp, M, gelu, nullptr, 0, op, t);
         barrier();
         mark(kFc1);
         linear(engine_, blk.fc2, mlp, M, rows, x, D, Epilogue::Residual, x, D, op, t);

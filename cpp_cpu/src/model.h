@@ -52,7 +52,8 @@ class Model {
   Model(const Dims& d, WeightMap& weights, Precision precision, int threads,
         const std::string& isa, int batch_sizes_kept);
   // What the profile of a forward pass adds its seconds to, one slot per kind of op.
-  enum Op { kPatchEmbed, kLayerNorm, kQkv, kAttention, kProj, kFc1, kFc2, kHead, kOps };
+  // kMlp: norm2, fc1 and fc2 fused by rows (Model::mlp_rows), where the batch is large enough
+  enum Op { kPatchEmbed, kLayerNorm, kQkv, kAttention, kProj, kFc1, kFc2, kMlp, kHead, kOps };
   static const char* op_name(int op);
 
   // images (B, C, H, W) -> logits (B, classes). Thread-safe; call without the GIL.
@@ -93,10 +94,34 @@ class Model {
     Buffer<uint8_t> a8;     // (B*T, Kp) u8 operand
     Buffer<float> a_scale;  // (B*T,)
     Buffer<int32_t> a_zero; // (B*T,)
+    // per thread, the rows of one chunk (kMlpChunk rows) of the fused MLP: normalised tokens
+    // (also int8's LayerNorm scratch), the fc1 and fc2 operands and fc1's output, all small
+    // enough to stay in L2
+    Buffer<float> chunk_h;       // (threads, chunk, D)
+    Buffer<float> chunk_mlp;     // (threads, chunk, M) fp32, or bf16 fc1 output for fc2
+    Buffer<uint16_t> chunk_a16;  // (threads, chunk, Kp) bf16 operand
+    Buffer<uint8_t> chunk_a8;    // (threads, chunk, Kp)
+    Buffer<float> chunk_scale;   // (threads, chunk)
+    Buffer<int32_t> chunk_zero;  // (threads, chunk)
   };
+  // Rows per chunk of the fused MLP, and the fewest rows per thread that take that path: below
+  // it the panel split of linear (each thread streams part of the weights) does better.
+  static constexpr int kMlpChunk = 48, kMlpMinRows = 96;
+  // Whether a batch runs the fused MLP: bf16 and int8 only, whose weights are small enough to
+  // stream once per chunk (fp32 ran 1-4% slower fused, 48 to 192 rows per chunk).
+  bool fuses_mlp(int batch) const;
+  // LayerNorm of x's rows [r0, r1) written as the operand (op, row stride kp) of a linear
+  // layer with K = D: bf16 rows, or u8 rows quantised kMlpChunk rows at a time from the
+  // thread's fp32 scratch h while they are in L1. bf16 and int8 models only.
+  void norm_operand(const float* x, long r0, long r1, const Buffer<float>& w,
+                    const Buffer<float>& b, const Operand& op, long kp, float* h) const;
+  // x[r0, r1) += fc2(gelu(fc1(norm2(x)))) on the calling thread alone, kMlpChunk rows at a
+  // time: the (rows, M) hidden activations never leave the thread's L2 and need no barrier.
+  void mlp_rows(const Block& blk, Workspace& ws, int thread, float* x, long r0, long r1) const;
   std::unique_ptr<Workspace> acquire(int batch);
   std::unique_ptr<Workspace> make_workspace(int batch) const;
   long scratch_stride() const;
+  long operand_kp() const;  // columns of every reduced-precision operand row
   void release(std::unique_ptr<Workspace> ws);
 
   Dims d_;
