@@ -1,6 +1,7 @@
 """End-to-end benchmark: the C++ backend against its peers on this CPU (torch eager, ONNX
-Runtime, OpenVINO with the f32 and bf16 hints; torch.compile with --compile) on the same
-weights, in the same process, in interleaved rounds, at batch 1 and 32.
+Runtime, OpenVINO with the f32 and bf16 hints; torch.compile with --compile; with int8, OpenVINO
+on NNCF's and ONNX Runtime's static quantization, calibrated on vit-bench's batch-32 inputs) on
+the same weights, in the same process, in interleaved rounds, at batch 1 and 32.
 
     flock /tmp/polyvit-cpu.lock .venv/bin/python benchmarks/bench_e2e.py
         [--config vit_small_patch32_224] [--batch 1 32] [--threads 2] [--rounds 15]
@@ -19,7 +20,7 @@ import sys
 
 from polyvit.bench.compare import compare, exit_code, parser
 from polyvit.bench.peers import peer_runners
-from polyvit.bench.sweep import polyvit_runners
+from polyvit.bench.sweep import inputs, polyvit_runners
 from polyvit.config import get_config
 from polyvit.weights import random_weights
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = random_weights(cfg, seed=0)
     runners = polyvit_runners(["cpp"], args.precision, cfg, weights, args.threads)
     peers, notes = peer_runners(args.precision, cfg, weights, args.threads,
-                                include_costly=args.compile)
+                                include_costly=args.compile, calibration=inputs(cfg, 32))
     return exit_code(compare(runners + peers, cfg, weights, args, ours="cpp", notes=notes))
 
 
