@@ -160,16 +160,15 @@ std::unique_ptr<Model::Workspace> Model::make_workspace(int batch) const {
   const long chunk_rows = static_cast<long>(threads_) * kMlpChunk;
   if (engine_.int8 || fuses_mlp(batch)) ws->chunk_h.reserve(chunk_rows * D);
   if (fuses_mlp(batch)) {
-    const long rows = chunk_rows;
-    ws->chunk_mlp.reserve(rows * d_.mlp);
+    ws->chunk_mlp.reserve(chunk_rows * d_.mlp);
     if (engine_.bf16) {  // chunk_mlp holds fc1's bf16 output: its padding column stays 0
-      ws->chunk_a16.reserve(rows * kp);
-      std::memset(ws->chunk_mlp.data(), 0, sizeof(float) * rows * d_.mlp);
+      ws->chunk_a16.reserve(chunk_rows * kp);
+      std::memset(ws->chunk_mlp.data(), 0, sizeof(float) * chunk_rows * d_.mlp);
     }
     if (engine_.int8) {
-      ws->chunk_a8.reserve(rows * kp);
-      ws->chunk_scale.reserve(rows);
-      ws->chunk_zero.reserve(rows);
+      ws->chunk_a8.reserve(chunk_rows * kp);
+      ws->chunk_scale.reserve(chunk_rows);
+      ws->chunk_zero.reserve(chunk_rows);
     }
   }
   ws->batch = batch;
@@ -319,7 +318,8 @@ void Model::forward(const float* images, int batch, float* logits, double* secon
     mark(kPatchEmbed);
 
     // With bf16 blocks, LayerNorm writes the next GEMM's bf16 operand itself and fc1 writes
-    // bf16 for fc2: those activations are never stored in fp32 and converted again.
+    // bf16 for fc2: those activations are never stored in fp32 and converted again. With int8
+    // blocks LayerNorm writes the u8 operand (norm_operand).
     const bool bf16 = engine_.bf16 != nullptr, prepared = bf16 || engine_.int8;
     auto norm = [&](const Block& blk, const Buffer<float>& w, const Buffer<float>& b) {
       if (prepared) {
