@@ -14,7 +14,7 @@ void im2col(const float* images, int channels, int height, int width, int patch,
   for (long r = r0; r < r1; ++r) {
     const long b = r / patches;
     const int p = static_cast<int>(r % patches), gy = p / gw, gx = p % gw;
-    float* dst = out + r * cols;
+    float* dst = out + (r - r0) * cols;
     for (int c = 0; c < channels; ++c) {
       const float* plane = images + (b * channels + c) * static_cast<long>(height) * width;
       for (int py = 0; py < patch; ++py, dst += patch)

@@ -6,8 +6,9 @@
 
 namespace polyvit::cpu {
 
-// Rows [r0, r1) of out (B * N, C * P * P): patch n of image b (B, C, H, W), row-major over
-// the (H / P, W / P) grid, flattened in (c, py, px) order.
+// Rows [r0, r1) of the patch matrix (B * N, C * P * P) into out (r1 - r0 rows, out[0] is row
+// r0): patch n of image b (B, C, H, W), row-major over the (H / P, W / P) grid, flattened in
+// (c, py, px) order.
 void im2col(const float* images, int channels, int height, int width, int patch, float* out,
             long r0, long r1);
 

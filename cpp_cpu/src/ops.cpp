@@ -1,6 +1,8 @@
 // ops.cpp — splitting each op's work over the threads of a team.
 #include "ops.h"
 
+#include <algorithm>
+
 #include "patch_embed.h"
 
 namespace polyvit::cpu {
@@ -46,7 +48,29 @@ void patch_embed(const Engine& e, const Linear& proj, const PatchEmbed& pe, cons
   const int rows = pe.batch * (pe.height / pe.patch) * (pe.width / pe.patch);
   long r0, r1;
   team.split(rows, &r0, &r1);
-  im2col(pe.images, pe.chans, pe.height, pe.width, pe.patch, pe.patches, r0, r1);
+  if (!proj.w32.data()) {
+    // bf16 and int8: im2col, the patch LayerNorm and the conversion to the GEMM's operand a
+    // few rows at a time, through this thread's first rows of patches (in L2): the fp32 patch
+    // matrix, as large as the images, is never written out whole and read back.
+    constexpr long kRows = 8;
+    float* rows_f32 = pe.patches + r0 * cols;
+    for (long c0 = r0; c0 < r1; c0 += kRows) {
+      const int n = static_cast<int>(std::min(kRows, r1 - c0));
+      im2col(pe.images, pe.chans, pe.height, pe.width, pe.patch, rows_f32, c0, c0 + n);
+      if (pe.norm_w)
+        e.f32->layernorm(rows_f32, cols, rows_f32, cols, n, cols, pe.norm_w, pe.norm_b, pe.eps);
+      if (proj.w16.data())
+        e.bf16->to_bf16(rows_f32, cols, op.a16 + c0 * proj.kp, proj.kp, n, cols, proj.kp);
+      else
+        e.int8->quantize(rows_f32, cols, op.a8 + c0 * proj.kp, proj.kp, op.scale + c0,
+                         op.zero + c0, n, cols, proj.kp);
+    }
+    barrier();
+    linear_prepared(e, proj, rows, pe.out, nullptr, proj.n, Epilogue::Bias, nullptr, 0, op,
+                    team);
+    return;
+  }
+  im2col(pe.images, pe.chans, pe.height, pe.width, pe.patch, pe.patches + r0 * cols, r0, r1);
   if (pe.norm_w && r0 < r1)
     e.f32->layernorm(pe.patches + r0 * cols, cols, pe.patches + r0 * cols, cols,
                      static_cast<int>(r1 - r0), cols, pe.norm_w, pe.norm_b, pe.eps);
